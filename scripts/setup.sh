@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One install step: a virtualenv in .venv with the pinned stack, then the assets.
+#   scripts/setup.sh [ASSET_SET]     ASSET_SET: test (default) | production | bench
+# Re-running is cheap: the install is skipped while the pins are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+asset_set="${1:-test}"
+py="${PYTHON:-python3.11}"
+
+stamp=.venv/.facegraph-pins
+want=$(cat requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "== installing the pinned stack into .venv"
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+  # torch first: the CPU wheel; everything after is constrained to it so pip never
+  # swaps in a multi-GB CUDA build.
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  printf 'torch==2.13.0\n' > .venv/torch-constraint.txt
+  .venv/bin/pip install -q --disable-pip-version-check \
+    -r requirements.txt -c constraints.txt -c .venv/torch-constraint.txt
+  # mediapipe pulls opencv-contrib-python and insightface pulls opencv-python; all three
+  # write the same cv2/ folder. Keep exactly one: headless 4.11 (OpenCV 5 has no
+  # CascadeClassifier).
+  .venv/bin/pip uninstall -q -y opencv-python opencv-contrib-python opencv-python-headless || true
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps opencv-python-headless==4.11.0.86
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  .venv/bin/python -c "import cv2; assert hasattr(cv2, 'CascadeClassifier'), cv2.__version__"
+  echo "$want" > "$stamp"
+fi
+
+# Assets: from a mirror directory when there is one (air-gapped installs), else the
+# source URLs. sha256 is verified either way.
+mirror="${FACEGRAPH_ASSETS_MIRROR:-}"
+if [ -z "$mirror" ] && [ -d ../shared/assets ]; then mirror=../shared/assets; fi
+.venv/bin/python -m serve_app.assets fetch --set "$asset_set" ${mirror:+--mirror "$mirror"}

@@ -1,0 +1,1 @@
+"""Ingress deployments and typed builders, one module per endpoint (application)."""

@@ -1,0 +1,34 @@
+"""Helpers every ingress uses around its pipeline: running blocking work off the event
+loop, and turning failures of model calls into the shared error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, TypeVar
+
+from ray import exceptions as ray_exceptions
+from ray.serve import exceptions as serve_exceptions
+
+from serve_app import errors
+
+log = logging.getLogger("facegraph.ingress")
+T = TypeVar("T")
+
+
+async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.ApiError) -> T:
+    """Await pipeline work under a deadline, mapping what can go wrong downstream:
+    over the deadline -> `timeout_error` (the work is cancelled); a model deployment
+    overloaded or not up -> 503; a model failing on an item -> 500 with the shape."""
+    try:
+        return await asyncio.wait_for(work, timeout_s)
+    except errors.ApiError:
+        raise
+    except asyncio.TimeoutError:
+        raise timeout_error from None
+    except (serve_exceptions.BackPressureError, serve_exceptions.DeploymentUnavailableError,
+            serve_exceptions.ReplicaUnavailableError, ray_exceptions.RayActorError) as exc:
+        raise errors.not_ready(f"a model deployment is not available: {type(exc).__name__}") from None
+    except ray_exceptions.RayTaskError as exc:
+        log.error("model call failed: %s", exc)
+        raise errors.ApiError(500, "model_error", "a model failed on this request") from None

@@ -1,0 +1,90 @@
+"""Cartoon face mask: LBP detector -> SegFormer parsing per face ROI -> optional
+dense CRF -> one merged binary mask for the whole image.
+
+The detector gets a greyscale copy (all the cascade reads); the parser gets only the
+grown ROI around each face, scaled so its longest side is at most `max_size`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import cv2
+import numpy as np
+
+from deployments.types import Detections, ParseRequest
+from serve_app.geometry import box_is_empty, clip_box, expand_box, fit_longest_side
+from serve_app.refine import crf_refine
+
+# CelebAMask-HQ ids: skin, nose, eye_g, l_eye, r_eye, l_brow, r_brow, l_ear, r_ear,
+# mouth, u_lip, l_lip. Hair (13) is added on request.
+FACE_LABELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+HAIR_LABEL = 13
+
+Detect = Callable[[np.ndarray], Awaitable[Detections]]
+Parse = Callable[[ParseRequest], Awaitable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class FaceMaskParams:
+    include_hair: bool = False
+    use_crf: bool = False
+    max_size: int = 448
+    expand: float = 0.15
+    threshold: float = 0.5
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return FACE_LABELS + ((HAIR_LABEL,) if self.include_hair else ())
+
+
+@dataclass(frozen=True)
+class FaceMaskResult:
+    width: int
+    height: int
+    boxes: list[list[float]]  # detector boxes [x1, y1, x2, y2], one per face
+    mask: np.ndarray  # uint8 HxW, 255 = face
+
+
+async def face_mask(image: np.ndarray, params: FaceMaskParams, detect: Detect, parse: Parse) -> FaceMaskResult:
+    height, width = image.shape[:2]
+    detections = await detect(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    rois = face_rois(image, detections.boxes, params)
+    probs = await asyncio.gather(*(parse(ParseRequest(small, params.labels)) for _, small in rois))
+    if params.use_crf:
+        # The CRF is CPU-heavy pure Python/C++: off the event loop, faces in parallel.
+        probs = await asyncio.gather(*(asyncio.to_thread(crf_refine, small, p) for (_, small), p in zip(rois, probs)))
+    mask = merge_masks((height, width), [box for box, _ in rois], probs, params.threshold)
+    boxes = [[round(float(v), 2) for v in b] for b in detections.boxes]
+    return FaceMaskResult(width, height, boxes, mask)
+
+
+def face_rois(image: np.ndarray, boxes: np.ndarray, params: FaceMaskParams):
+    """[(clipped grown box, ROI scaled to max_size)] for each non-empty face box."""
+    height, width = image.shape[:2]
+    rois = []
+    for box in boxes:
+        x1, y1, x2, y2 = grown = clip_box(expand_box(box, params.expand), width, height)
+        if box_is_empty(grown):
+            continue
+        roi = image[y1:y2, x1:x2]
+        h, w = fit_longest_side(y2 - y1, x2 - x1, params.max_size)
+        small = roi if (h, w) == roi.shape[:2] else cv2.resize(roi, (w, h), interpolation=cv2.INTER_AREA)
+        rois.append((grown, np.ascontiguousarray(small)))
+    return rois
+
+
+def merge_masks(shape: tuple[int, int], boxes, probs, threshold: float) -> np.ndarray:
+    """Paste each ROI's probability map back at full resolution (max where faces
+    overlap) and threshold to a 0/255 mask."""
+    merged = np.zeros(shape, np.float32)
+    covered = np.zeros(shape, bool)  # outside every ROI is background at any threshold
+    for (x1, y1, x2, y2), prob in zip(boxes, probs):
+        full = cv2.resize(prob.astype(np.float32), (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+        np.maximum(merged[y1:y2, x1:x2], full, out=merged[y1:y2, x1:x2])
+        covered[y1:y2, x1:x2] = True
+    mask = np.zeros(shape, np.uint8)
+    mask[covered & (merged >= threshold)] = 255
+    return mask

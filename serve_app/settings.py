@@ -1,0 +1,66 @@
+"""Runtime settings, all from environment variables (documented in the README).
+
+Read once per process with `settings()`; tests override by setting the variables
+before the process (or Ray worker) starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def _str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where assets are looked up first; the repo's download cache comes second.
+    assets_dir: str
+    assets_cache: str
+    # Decoding limits (checked before a full decode).
+    max_image_bytes: int
+    max_image_pixels: int
+    allowed_formats: tuple[str, ...]
+    # Serve a production asset's test stand-in when the production file is absent
+    # (local development without production weights). Off by default.
+    allow_stand_ins: bool
+    # Deadline for one request's model work; over it the request fails (no work kept).
+    request_timeout_s: float
+
+    @staticmethod
+    def from_env() -> "Settings":
+        return Settings(
+            assets_dir=_str("FACEGRAPH_ASSETS_DIR", ""),
+            assets_cache=_str("FACEGRAPH_ASSETS_CACHE", str(REPO_ROOT / ".assets")),
+            max_image_bytes=_int("MAX_IMAGE_BYTES", 20 * 1024 * 1024),
+            max_image_pixels=_int("MAX_IMAGE_PIXELS", 40_000_000),
+            allowed_formats=tuple(
+                f.strip().upper()
+                for f in _str("ALLOWED_IMAGE_FORMATS", "PNG,JPEG,WEBP,BMP,TIFF,GIF,MPO").split(",")
+                if f.strip()
+            ),
+            allow_stand_ins=_str("FACEGRAPH_ALLOW_STAND_INS", "0").lower() in ("1", "true", "yes"),
+            request_timeout_s=_float("REQUEST_TIMEOUT", 180.0),
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings.from_env()
