@@ -28,7 +28,10 @@ class LBPDetector:
     def __init__(self, cfg: LBPDetectorConfig):
         cv2.setNumThreads(cfg.num_threads)
         self.cfg = cfg
-        self.cascade = cv2.CascadeClassifier(cfg.cascade_path)
+        try:
+            self.cascade = cv2.CascadeClassifier(cfg.cascade_path)
+        except (cv2.error, SystemError) as exc:  # OpenCV raises on malformed XML
+            raise ValueError(f"could not load an OpenCV cascade from {cfg.cascade_path}: {exc}") from None
         if self.cascade.empty():
             raise ValueError(f"could not load an OpenCV cascade from {cfg.cascade_path}")
 

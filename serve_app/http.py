@@ -8,7 +8,6 @@ in the X-Request-ID response header (a client's own X-Request-ID is echoed).
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 
 from fastapi import FastAPI, Request, UploadFile
@@ -21,7 +20,6 @@ from serve_app.settings import settings
 
 log = logging.getLogger("facegraph.http")
 REQUEST_ID_HEADER = "X-Request-ID"
-_CLIENT_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class EndpointMetrics:
@@ -65,11 +63,7 @@ def request_id(request: Request) -> str:
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
     rid = request_id(request)
-    return JSONResponse(
-        {"error": code, "message": message, "request_id": rid},
-        status_code=status,
-        headers={REQUEST_ID_HEADER: rid},
-    )
+    return JSONResponse({"error": code, "message": message, "request_id": rid}, status_code=status)
 
 
 class _PrefixRootIsIndex:
@@ -95,14 +89,18 @@ def create_app(endpoint: str, title: str) -> tuple[FastAPI, EndpointMetrics]:
 
     @app.middleware("http")
     async def _request_id_and_metrics(request: Request, call_next):
-        client_id = request.headers.get(REQUEST_ID_HEADER, "")
-        request.state.request_id = client_id if _CLIENT_ID_OK.match(client_id) else uuid.uuid4().hex
+        # Serve's proxy forwards the client's X-Request-ID (or one it made up) and puts
+        # the same id on the response; we use that id so body and header agree, and set
+        # the header ourselves only when no proxy did (the app run outside Serve).
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request.state.request_id = incoming or uuid.uuid4().hex
         try:
             response = await call_next(request)
         except Exception:  # last resort: still the error shape, never a bare 500 page
             log.exception("unhandled error, request %s", request.state.request_id)
             response = error_response(request, 500, "internal", "internal error")
-        response.headers[REQUEST_ID_HEADER] = request.state.request_id
+        if not incoming:
+            response.headers[REQUEST_ID_HEADER] = request.state.request_id
         endpoint_metrics.request(response.status_code)
         return response
 

@@ -29,6 +29,10 @@ def _str(name: str, default: str) -> str:
     return default if raw in (None, "") else raw
 
 
+def _csv(name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where assets are looked up first; the repo's download cache comes second.
@@ -43,6 +47,26 @@ class Settings:
     allow_stand_ins: bool
     # Deadline for one request's model work; over it the request fails (no work kept).
     request_timeout_s: float
+    # /extract-faces
+    max_images_per_request: int
+    allowed_origins: tuple[str, ...]  # CORS; empty = no cross-origin access
+    # Server-side fetching of image_url inputs (hostile URLs).
+    url_allowlist: tuple[str, ...]  # hosts or CIDRs allowed even when private/loopback
+    url_connect_timeout_s: float
+    url_read_timeout_s: float
+    url_max_redirects: int
+    # External SAM2 service (unset URL: polygon fallback).
+    sam2_url: str
+    sam2_api_key: str
+    sam2_image_field: str
+    sam2_points_field: str
+    sam2_box_field: str
+    sam2_multimask_field: str
+    sam2_return_prob_field: str
+    sam2_timeout_s: float
+    sam2_retries: int
+    sam2_concurrency: int
+    sam2_send: str  # "image": the image once per request; "crop": a crop around each face
 
     @staticmethod
     def from_env() -> "Settings":
@@ -58,6 +82,23 @@ class Settings:
             ),
             allow_stand_ins=_str("FACEGRAPH_ALLOW_STAND_INS", "0").lower() in ("1", "true", "yes"),
             request_timeout_s=_float("REQUEST_TIMEOUT", 180.0),
+            max_images_per_request=_int("MAX_IMAGES_PER_REQUEST", 100),
+            allowed_origins=_csv("ALLOWED_ORIGINS"),
+            url_allowlist=_csv("URL_FETCH_ALLOWLIST"),
+            url_connect_timeout_s=_float("URL_FETCH_CONNECT_TIMEOUT", 5.0),
+            url_read_timeout_s=_float("URL_FETCH_READ_TIMEOUT", 10.0),
+            url_max_redirects=_int("URL_FETCH_MAX_REDIRECTS", 3),
+            sam2_url=_str("SAM2_URL", ""),
+            sam2_api_key=_str("SAM2_API_KEY", ""),
+            sam2_image_field=_str("SAM2_IMAGE_FIELD", "image_base64"),
+            sam2_points_field=_str("SAM2_POINTS_FIELD", "points"),
+            sam2_box_field=_str("SAM2_BOX_FIELD", "box"),
+            sam2_multimask_field=_str("SAM2_MULTIMASK", "multimask"),
+            sam2_return_prob_field=_str("SAM2_RETURN_PROB", "return_prob"),
+            sam2_timeout_s=_float("SAM2_TIMEOUT", 10.0),
+            sam2_retries=_int("SAM2_RETRIES", 2),
+            sam2_concurrency=_int("SAM2_CONCURRENCY", 4),
+            sam2_send=_str("SAM2_SEND", "image"),
         )
 
 

@@ -1,0 +1,193 @@
+"""Offline batch jobs over a folder of images, on Ray Data, with the same model classes
+and the same pipeline glue as the HTTP endpoints.
+
+    python -m serve_app.batch face-mask --input DIR --output DIR [job options]
+    python -m serve_app.batch --help           (lists the jobs)
+
+Every file under --input (recursive, hidden files skipped) becomes one row of
+<output>/results.jsonl: {"path", "error", ...job fields}. A corrupt or non-image file
+is an error row, never a crashed job. Re-running skips inputs whose row has no error
+and whose outputs still exist; failed inputs are tried again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import logging
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from serve_app.errors import ApiError
+
+log = logging.getLogger("facegraph.batch")
+RESULTS_FILE = "results.jsonl"
+Models = dict[str, Callable[[Any], Awaitable[Any]]]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """How a pipeline plugs into the runner.
+
+    models(args)  -> {key: (ModelClass, config)}; built once per Ray Data actor.
+    options(args) -> plain dict handed to every `process` call (must pickle).
+    process(path, models, options) -> dict of job fields for one input; raise
+        ApiError (or anything) to make it an error row. `path` is absolute; write
+        outputs under options["output"] and list them in an "outputs" field.
+    finalize(rows, output, args): optional dataset-wide step after all rows are in
+        (e.g. de-duplication across the whole dataset).
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    models: Callable[[argparse.Namespace], dict[str, tuple[type, Any]]]
+    options: Callable[[argparse.Namespace], dict]
+    process: Callable[[Path, Models, dict], Awaitable[dict]]
+    finalize: Callable[[list[dict], Path, argparse.Namespace], None] | None = None
+    aliases: tuple[str, ...] = ()
+
+
+def output_path(output: Path, rel: str, suffix: str) -> Path:
+    """<output>/<rel>.<suffix>: mirrors the input tree; keeps the source extension so
+    a.jpg and a.png never collide."""
+    path = output / f"{rel}.{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def _run_one(row: dict, models: Models, process, options: dict) -> dict:
+    """Wraps a job's process so every input yields exactly one row."""
+    rel = row["rel"]
+    try:
+        fields = await process(Path(row["path"]), models, options)
+        return {"path": rel, "error": None, "fields": json.dumps(fields)}
+    except ApiError as exc:
+        return {"path": rel, "error": f"{exc.code}: {exc.message}", "fields": "{}"}
+    except Exception as exc:  # a bug or model failure must not kill the job
+        log.error("%s failed: %s", rel, traceback.format_exc())
+        return {"path": rel, "error": f"{type(exc).__name__}: {exc}", "fields": "{}"}
+
+
+def list_inputs(root: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def load_results(output: Path) -> dict[str, dict]:
+    """Latest row per input path from an earlier (possibly interrupted) run."""
+    rows: dict[str, dict] = {}
+    path = output / RESULTS_FILE
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                rows[row["path"]] = row
+            except (ValueError, KeyError):
+                continue  # a half-written last line from a killed run
+    return rows
+
+
+def _is_done(row: dict | None, output: Path) -> bool:
+    if row is None or row.get("error"):
+        return False
+    outputs = row.get("outputs") or {}
+    return all((output / p).exists() for p in outputs.values() if p)
+
+
+def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
+    import ray
+
+    from deployments.serving import PipelineWorker
+
+    input_dir, output = Path(args.input).resolve(), Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    previous = load_results(output)
+    inputs = list_inputs(input_dir)
+    todo = [rel for rel in inputs if not _is_done(previous.get(rel), output)]
+    print(f"{job.name}: {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to run")
+
+    if todo:
+        if not ray.is_initialized():
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        options = dict(job.options(args), output=str(output))
+        process = functools.partial(_run_one, process=job.process, options=options)
+        ds = ray.data.from_items([{"path": str(input_dir / rel), "rel": rel} for rel in todo])
+        ds = ds.map_batches(
+            PipelineWorker,
+            fn_constructor_kwargs={"models": job.models(args), "process": process},
+            batch_size=args.batch_size, compute=ray.data.ActorPoolStrategy(size=args.workers),
+            num_cpus=args.cpus_per_worker,
+        )
+        start, done = time.perf_counter(), 0
+        with open(output / RESULTS_FILE, "a") as results:
+            # Streamed: each row is on disk as soon as it is done, so a killed run resumes.
+            for row in ds.iter_rows():
+                record = {"path": row["path"], "error": row["error"], **json.loads(row["fields"])}
+                results.write(json.dumps(record) + "\n")
+                results.flush()
+                previous[record["path"]] = record
+                done += 1
+                if done % 10 == 0 or done == len(todo):
+                    rate = done / (time.perf_counter() - start)
+                    print(f"  {done}/{len(todo)} ({rate:.1f} images/s)", flush=True)
+
+    rows = [previous[rel] for rel in inputs if rel in previous]
+    # Compact: one row per input, in input order.
+    (output / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if job.finalize is not None:
+        job.finalize(rows, output, args)
+    failed = sum(1 for r in rows if r.get("error"))
+    print(f"{job.name}: {len(rows) - failed} ok, {failed} errors -> {output / RESULTS_FILE}")
+    return rows
+
+
+def jobs() -> dict[str, BatchJob]:
+    """Every registered job by name and alias (imported lazily: each pulls its models)."""
+    import importlib
+    import pkgutil
+
+    import serve_app.jobs as pkg
+
+    found = {}
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        job = getattr(importlib.import_module(f"serve_app.jobs.{mod.name}"), "JOB", None)
+        if isinstance(job, BatchJob):
+            for name in (job.name, *job.aliases):
+                found[name] = job
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serve_app.batch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="job", required=True)
+    registry = jobs()
+    for name, job in sorted(registry.items()):
+        p = sub.add_parser(name, help=job.help + (" (alias)" if name != job.name else ""))
+        p.add_argument("--input", required=True, help="folder of images (recursive)")
+        p.add_argument("--output", required=True, help="folder for outputs and results.jsonl")
+        p.add_argument("--workers", type=int, default=1, help="Ray Data actors, each holding the job's models")
+        p.add_argument("--cpus-per-worker", type=float, default=1.0)
+        p.add_argument("--batch-size", type=int, default=8, help="images per block; models batch across them")
+        p.add_argument("--address", default=None, help="Ray cluster address (default: start or find a local one)")
+        job.add_arguments(p)
+    args = parser.parse_args(argv)
+    rows = run_job(registry[args.job], args)
+    return 0 if rows is not None else 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    # Run the imported module's main, not this __main__ copy, so BatchJob is one class.
+    from serve_app.batch import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,1 @@
+"""Batch job definitions, one module per pipeline, each exposing `JOB` (a BatchJob)."""
