@@ -33,4 +33,8 @@ fi
 # source URLs. sha256 is verified either way.
 mirror="${FACEGRAPH_ASSETS_MIRROR:-}"
 if [ -z "$mirror" ] && [ -d ../shared/assets ]; then mirror=../shared/assets; fi
-.venv/bin/python -m serve_app.assets fetch --set "$asset_set" ${mirror:+--mirror "$mirror"}
+# FACEGRAPH_ALLOW_UNPINNED=1 accepts production files whose sha256 is not yet in the
+# manifest (printing their digests to record); without it they are refused.
+unpinned=""
+[ "${FACEGRAPH_ALLOW_UNPINNED:-0}" = 1 ] && unpinned=--allow-unpinned
+.venv/bin/python -m serve_app.assets fetch --set "$asset_set" ${mirror:+--mirror "$mirror"} $unpinned
