@@ -1,0 +1,55 @@
+"""Shared benchmark plumbing: a local Ray cluster, concurrent HTTP clients, and
+printing ratios measured in one run. Benchmarks are run by hand, never by the tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import httpx
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(num_cpus: int | None = None) -> str:
+    """A local Ray cluster + Serve proxy on a free port; returns the base URL."""
+    import ray
+    from ray import serve
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+def http_throughput(send: Callable[[httpx.Client, int], httpx.Response], requests: int, clients: int,
+                    items_per_request: Callable[[int], int] = lambda i: 1) -> float:
+    """Items/s for `requests` calls spread over `clients` concurrent clients (after one
+    warm-up call). Every response must be 200."""
+    with httpx.Client(timeout=600) as client:
+        send(client, 0).raise_for_status()  # warm-up: first call loads lazily-built state
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            responses = list(pool.map(lambda i: send(client, i), range(requests)))
+        elapsed = time.perf_counter() - start
+    bad = [r.status_code for r in responses if r.status_code != 200]
+    if bad:
+        raise RuntimeError(f"{len(bad)} requests failed: {bad[:5]}")
+    return sum(items_per_request(i) for i in range(requests)) / elapsed
+
+
+def report(title: str, rates: dict[str, float], ratios: list[tuple[str, str]]) -> None:
+    print(f"\n== {title}")
+    for name, rate in rates.items():
+        print(f"  {name:48s} {rate:8.2f} images/s")
+    for a, b in ratios:
+        print(f"  ratio {a} / {b}: {rates[a] / rates[b]:.2f}")
