@@ -1,4 +1,4 @@
-"""The image outputs every face-mask endpoint returns, encoded only when asked for.
+"""The image outputs every face-mask endpoint and job returns, made only when asked for.
 
     mask      -> mask_png_base64       binary mask, white = face
     rgba      -> face_rgba_png_base64  the image with alpha = mask
@@ -7,13 +7,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from serve_app import errors
 from serve_app.imaging import b64, encode_png
 
 OUTPUT_FIELDS = {"mask": "mask_png_base64", "rgba": "face_rgba_png_base64", "overlay": "overlay_png_base64"}
 TINT_RGB = np.array([0, 255, 0], np.float32)
 TINT_ALPHA = 0.45
+
+
+def parse_outputs(raw: str) -> frozenset[str]:
+    """The `outputs` form field ("mask,rgba,overlay") -> the set of kinds, or 422."""
+    wanted = frozenset(p.strip() for p in raw.split(",") if p.strip())
+    if not wanted or wanted - OUTPUT_FIELDS.keys():
+        raise errors.invalid_parameter("outputs", f"comma-separated subset of {', '.join(OUTPUT_FIELDS)}")
+    return wanted
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -24,13 +35,27 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode_outputs(image: np.ndarray, mask: np.ndarray, wanted: frozenset[str]) -> dict[str, str | None]:
-    """image uint8 RGB HxWx3, mask uint8 HxW (0/255) -> {response field: base64 PNG or None}."""
-    out: dict[str, str | None] = {field: None for field in OUTPUT_FIELDS.values()}
-    if "mask" in wanted:
-        out["mask_png_base64"] = b64(encode_png(mask))
-    if "rgba" in wanted:
-        out["face_rgba_png_base64"] = b64(encode_png(np.dstack([image, mask])))
-    if "overlay" in wanted:
-        out["overlay_png_base64"] = b64(encode_png(overlay(image, mask)))
+def render(image: np.ndarray, mask: np.ndarray, kinds) -> dict[str, np.ndarray]:
+    """image uint8 RGB HxWx3, mask uint8 HxW (0/255) -> {kind: pixels} for the kinds asked."""
+    makers = {"mask": lambda: mask, "rgba": lambda: np.dstack([image, mask]), "overlay": lambda: overlay(image, mask)}
+    return {kind: makers[kind]() for kind in OUTPUT_FIELDS if kind in kinds}
+
+
+def encode_outputs(image: np.ndarray, mask: np.ndarray, wanted) -> dict[str, str | None]:
+    """{response field: base64 PNG, or None when not asked for}."""
+    out: dict[str, str | None] = dict.fromkeys(OUTPUT_FIELDS.values())
+    for kind, pixels in render(image, mask, wanted).items():
+        out[OUTPUT_FIELDS[kind]] = b64(encode_png(pixels))
     return out
+
+
+def write_outputs(image: np.ndarray, mask: np.ndarray, kinds, output: Path, rel: str) -> dict[str, str]:
+    """Batch jobs: write <output>/<rel>.<kind>.png for each kind; {kind: path relative to output}."""
+    from serve_app.batch import output_path
+
+    written = {}
+    for kind, pixels in render(image, mask, kinds).items():
+        target = output_path(output, rel, f"{kind}.png")
+        target.write_bytes(encode_png(pixels))
+        written[kind] = str(target.relative_to(output))
+    return written

@@ -8,7 +8,6 @@ deployment; resources and batch sizes live in serve_config.yaml).
 # annotation to turn serve_config.yaml `args` into FaceMaskArgs.
 
 import asyncio
-import time
 
 from fastapi import File, Form, Request, UploadFile
 from pydantic import BaseModel
@@ -23,20 +22,12 @@ from serve_app.apps.ingress import guarded
 from serve_app.assets import resolve_for_serving
 from serve_app.http import check_content_length, create_app, read_upload, request_id
 from serve_app.imaging import decode_image
-from serve_app.mask_outputs import OUTPUT_FIELDS, encode_outputs
+from serve_app.mask_outputs import encode_outputs, parse_outputs
 from serve_app.pipelines.face_mask import FaceMaskParams, face_mask
 from serve_app.schemas import FaceMaskResponse, HealthResponse
 from serve_app.settings import settings
 
 app, endpoint_metrics = create_app("face_mask", "FaceGraph: cartoon face mask")
-
-
-def parse_outputs(raw: str) -> frozenset[str]:
-    wanted = frozenset(p.strip() for p in raw.split(",") if p.strip())
-    unknown = wanted - OUTPUT_FIELDS.keys()
-    if unknown or not wanted:
-        raise errors.invalid_parameter("outputs", f"comma-separated subset of {', '.join(OUTPUT_FIELDS)}")
-    return wanted
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

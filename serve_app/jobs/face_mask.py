@@ -9,11 +9,10 @@ from pathlib import Path
 from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
 from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
 from serve_app.assets import resolve_for_serving
-from serve_app.batch import BatchJob, Models, output_path
-from serve_app.imaging import decode_image, encode_png
-from serve_app.mask_outputs import overlay
+from serve_app.batch import BatchJob, Models
+from serve_app.imaging import decode_image
+from serve_app.mask_outputs import write_outputs
 from serve_app.pipelines.face_mask import FaceMaskParams, face_mask
-import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,17 +46,8 @@ def options(args: argparse.Namespace) -> dict:
 async def process(path: Path, models: Models, opts: dict) -> dict:
     image = decode_image(path.read_bytes())
     result = await face_mask(image, opts["params"], models["detect"], models["parse"])
-    output, rel = Path(opts["output"]), str(path.relative_to(opts["input"]))
-    images = {"mask": result.mask}
-    if opts["rgba"]:
-        images["rgba"] = np.dstack([image, result.mask])
-    if opts["overlay"]:
-        images["overlay"] = overlay(image, result.mask)
-    outputs = {}
-    for kind, pixels in images.items():
-        target = output_path(output, rel, f"{kind}.png")
-        target.write_bytes(encode_png(pixels))
-        outputs[kind] = str(target.relative_to(output))
+    kinds = {"mask"} | {k for k in ("rgba", "overlay") if opts[k]}
+    outputs = write_outputs(image, result.mask, kinds, Path(opts["output"]), str(path.relative_to(opts["input"])))
     return {"faces": len(result.boxes), "boxes": result.boxes, "outputs": outputs}
 
 
