@@ -70,7 +70,6 @@ def main() -> None:
         return args.requests / (time.perf_counter() - start)
 
     rates["in-process pipeline (compute limit)"] = asyncio.run(in_process())
-    del detect, parse
 
     # 2./3. Over HTTP through Serve, with and without batching, 2 real CPUs.
     from ray import serve

@@ -11,6 +11,9 @@ stamp=.venv/.facegraph-pins
 want=$(cat requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "== installing the pinned stack into .venv"
+  # Some machines' pip config names index folders that do not exist; pip warns once per
+  # package about them. Drop that noise, keep every other message.
+  exec 3>&2 2> >(grep -v "is ignored: it is neither a file nor a directory" >&3)
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
   # torch first: the CPU wheel; everything after is constrained to it so pip never
@@ -27,6 +30,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   .venv/bin/python -c "import cv2; assert hasattr(cv2, 'CascadeClassifier'), cv2.__version__"
   echo "$want" > "$stamp"
+  exec 2>&3 3>&-
 fi
 
 # Assets: from a mirror directory when there is one (air-gapped installs), else the

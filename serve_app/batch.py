@@ -13,7 +13,6 @@ and whose outputs still exist; failed inputs are tried again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import json
 import logging

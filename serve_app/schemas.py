@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorResponse(BaseModel):
@@ -21,7 +24,90 @@ class FaceMaskResponse(BaseModel):
     overlay_png_base64: str | None = Field(None, description="mask tinted over the image (if requested)")
 
 
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 class HealthResponse(BaseModel):
-    status: str
+    """Every app's health route (/healthz, /health, /ready)."""
+
+    status: str = Field(description="ok | not_ready")
+    timestamp: str = Field(default_factory=now_iso, description="UTC, ISO 8601")
     version: str
     models: dict[str, str] = Field(default_factory=dict, description="deployment -> weights in use")
+    checks: dict[str, str] = Field(default_factory=dict, description="/ready: deployment -> ok or the problem")
+
+
+# POST /v1/face-mask-sam2
+
+
+class FaceMaskSource(BaseModel):
+    box: list[float] = Field(description="the face oval's box [x1, y1, x2, y2] (same as boxes[i])")
+    prompt_box: list[int] = Field(description="the grown, clipped box sent to SAM2 as its box prompt")
+    mask_source: Literal["sam2", "polygon"] = Field(
+        description="sam2: the SAM2 service's mask; polygon: the filled FaceMesh face oval")
+    fallback_reason: str | None = Field(
+        None, description="why the polygon was used: not_configured, unreachable, timeout, server_error, "
+                          "auth_refused, rejected, invalid_response, empty_mask, client_error")
+
+
+class FaceMaskSam2Response(FaceMaskResponse):
+    faces: list[FaceMaskSource] = Field(default_factory=list, description="one entry per face, in boxes order")
+
+
+# POST /extract-faces
+
+
+class ImageInput(BaseModel):
+    """One image: exactly one of image_url / image_base64 (checked by the endpoint,
+    which answers 400 with the error shape when it is not so)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_url: str | None = Field(None, description="http(s) URL the server fetches (public hosts only)")
+    image_base64: str | None = Field(None, description="raw base64 or a data: URI")
+
+
+class ExtractFacesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[ImageInput] = Field(description="at most MAX_IMAGES_PER_REQUEST entries")
+    similarity_threshold: float = Field(
+        0.4, ge=-1.0, le=1.0,
+        description="cosine similarity at or above which two faces are the same person")
+    min_face_size: float = Field(20.0, ge=0.0,
+                                 description="faces whose shorter box side is smaller (pixels) are dropped")
+
+
+class DuplicateFace(BaseModel):
+    face_id: str
+    image_index: int
+    bbox: list[float]
+    confidence: float
+    similarity: float = Field(description="cosine similarity to the face it was merged into")
+
+
+class ExtractedFace(BaseModel):
+    face_id: str = Field(description="UUID of this face, unique per response")
+    image_index: int = Field(description="index of its image in the request")
+    bbox: list[float] = Field(description="[x1, y1, x2, y2] in the image's pixels")
+    landmarks: list[list[float]] = Field(description="5 points [x, y]: eyes, nose tip, mouth corners")
+    confidence: float = Field(description="detector score")
+    embedding: list[float] = Field(description="L2-normalised ArcFace embedding")
+    headshot_base64: str = Field(description="data:image/jpeg;base64 URI of the 160x160 aligned face")
+    duplicate_ids: list[str] = Field(default_factory=list, description="face_ids merged into this face")
+    duplicates: list[DuplicateFace] = Field(default_factory=list, description="the merged faces themselves")
+
+
+class ImageError(BaseModel):
+    image_index: int
+    error: str = Field(description="stable code, e.g. url_refused, unsupported_format")
+    message: str
+
+
+class ExtractFacesResponse(BaseModel):
+    request_id: str
+    faces: list[ExtractedFace] = Field(description="one per unique person, first occurrence")
+    total_faces_detected: int = Field(description="faces that passed the size filter, before de-duplication")
+    unique_faces: int
+    images_processed: int = Field(description="images that loaded and went through detection")
+    image_errors: list[ImageError] = Field(default_factory=list, description="images that could not be used")
+    processing_time_ms: float

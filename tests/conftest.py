@@ -17,6 +17,8 @@ TEST_ENV = {
     "MAX_IMAGE_BYTES": str(3_000_000),
     "MAX_IMAGE_PIXELS": str(12_000_000),
     "RAY_SERVE_LOG_TO_STDERR": "0",
+    # /extract-faces graph tests fetch image_url inputs from a loopback server they start.
+    "URL_FETCH_ALLOWLIST": "127.0.0.1",
 }
 os.environ.update(TEST_ENV)
 

@@ -27,8 +27,7 @@ from serve_app.imaging import decode_image
 from serve_app.mask_outputs import encode_outputs, parse_outputs
 from serve_app.pipelines.face_mask_sam2 import FaceMaskSam2Params, face_mask_sam2
 from serve_app.sam2_client import Sam2Client, Sam2Config
-from serve_app.schemas import HealthResponse
-from serve_app.schemas_face_mask_sam2 import FaceMaskSam2Response, FaceMaskSource
+from serve_app.schemas import FaceMaskSam2Response, FaceMaskSource, HealthResponse
 from serve_app.settings import settings
 
 app, endpoint_metrics = create_app("face_mask_sam2", "FaceGraph: face mask with FaceMesh + SAM2")

@@ -2,7 +2,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import yaml
 
 from serve_app import assets
 from serve_app.settings import settings

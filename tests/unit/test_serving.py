@@ -4,7 +4,6 @@ on a small real model class, not a mock: it computes what it is asked."""
 import asyncio
 from dataclasses import dataclass
 
-import pytest
 
 from deployments.serving import LocalBatcher, ModelError, PipelineWorker, predict_isolated
 

@@ -1,0 +1,226 @@
+"""Face extraction throughput, three ways, in one run on the same images and cores:
+
+  1. plain:     insightface's detector then recogniser per image, one image at a time,
+                one face at a time (how users run it today);
+  2. pipeline:  our pipeline glue in-process, models behind LocalBatcher, many images
+                in flight (the compute limit of this box, no HTTP or Ray);
+  3. http:      POST /extract-faces over HTTP on a local Ray Serve graph, concurrent
+                clients, one image per request, ArcFace scaled to one replica per core.
+
+Plus the two batching questions: does a multi-image predict() help the detector, and
+how much does a true batched forward help ArcFace. Run by hand:
+
+    python bench/bench_face_extract.py [--rounds 3] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from bench.common import http_throughput, report, start_serve  # noqa: E402
+
+from deployments.arcface import ArcFace, ArcFaceConfig  # noqa: E402
+from deployments.retinaface import RetinaFace, RetinaFaceConfig  # noqa: E402
+from deployments.serving import LocalBatcher  # noqa: E402
+from serve_app.assets import resolve  # noqa: E402
+from serve_app.face_align import aligned_crops  # noqa: E402
+from serve_app.imaging import decode_image  # noqa: E402
+from serve_app.pipelines.face_extract import ExtractParams, extract_faces  # noqa: E402
+
+
+def images_of(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def bench_plain(paths, args) -> tuple[float, int]:
+    """insightface's own classes, the usual loop: detect, then get() per face."""
+    import cv2
+    from insightface.app.common import Face
+    from insightface.model_zoo import get_model
+
+    det = get_model(str(resolve(args.detector)), providers=["CPUExecutionProvider"])
+    det.prepare(-1, input_size=(640, 640), det_thresh=0.5)
+    rec = get_model(str(resolve(args.recogniser)), providers=["CPUExecutionProvider"])
+    frames = [cv2.imread(str(p)) for p in paths]
+    faces = 0
+    start = time.perf_counter()
+    for _ in range(args.rounds):
+        for img in frames:
+            boxes, kpss = det.detect(img, input_size=(640, 640))
+            for box, kps in zip(boxes, kpss):
+                rec.get(img, Face(bbox=box[:4], kps=kps, det_score=box[4]))
+                faces += 1
+    return len(frames) * args.rounds / (time.perf_counter() - start), faces
+
+
+def models(args, threads: int):
+    """Our model classes, as the pipeline and the batching measurements use them."""
+    return (RetinaFace(RetinaFaceConfig(str(resolve(args.detector)), num_threads=threads)),
+            ArcFace(ArcFaceConfig(str(resolve(args.recogniser)), num_threads=threads)))
+
+
+def bench_pipeline(paths, args) -> tuple[float, int, dict, dict]:
+    """Our glue in-process: every image of a round in flight, models batched."""
+    detector, recogniser = models(args, args.model_threads)
+    detect, embed = LocalBatcher(detector), LocalBatcher(recogniser)
+    blobs = [p.read_bytes() for p in paths]
+
+    def loader(data):
+        async def load():
+            return await asyncio.to_thread(decode_image, data)
+        return load
+
+    async def go():
+        faces = 0
+        for _ in range(args.rounds):
+            result = await extract_faces([loader(b) for b in blobs], ExtractParams(min_face_size=0), detect, embed)
+            faces += len(result.faces)
+        return faces
+
+    start = time.perf_counter()
+    faces = asyncio.run(go())
+    rate = len(blobs) * args.rounds / (time.perf_counter() - start)
+    return rate, faces, dict(detect.batch_sizes), dict(embed.batch_sizes)
+
+
+def bench_batching(paths, args) -> dict[str, float]:
+    detector, recogniser = models(args, args.model_threads)
+    images = [decode_image(p.read_bytes()) for p in paths][:8]
+    detector.predict(images[:1])
+    out = {}
+    start = time.perf_counter()
+    for _ in range(args.rounds):
+        for img in images:
+            detector.predict([img])
+    per_image = lambda: (time.perf_counter() - start) / (len(images) * args.rounds) * 1000
+    out["detector, one image per predict (ms/image)"] = per_image()
+    start = time.perf_counter()
+    for _ in range(args.rounds):
+        found = detector.predict(images)
+    out["detector, 8 images per predict (ms/image)"] = per_image()
+    out.update(forced_batch_axis(detector, args))
+    crops = [aligned_crops(img, lm, (112,))[0] for img, d in zip(images, found) for lm in d.landmarks]
+    crops = (crops * 64)[:64]
+    recogniser.predict(crops[:1])
+    start = time.perf_counter()
+    for c in crops:
+        recogniser.predict([c])
+    out["ArcFace, batch of 1 (ms/face)"] = (time.perf_counter() - start) / len(crops) * 1000
+    for size in (8, 32):
+        start = time.perf_counter()
+        for i in range(0, len(crops), size):
+            recogniser.predict(crops[i:i + size])
+        out[f"ArcFace, batch of {size} (ms/face)"] = (time.perf_counter() - start) / len(crops) * 1000
+    return out
+
+
+def forced_batch_axis(detector: RetinaFace, args) -> dict[str, float]:
+    """The exported detector fixes its batch axis to 1. Make it symbolic in a copy of the
+    graph (the outputs are reshaped to [-1, k], so a batch comes out image-major) and
+    compare one 8-image forward with 8 single forwards on the same letterboxed input."""
+    import onnx
+    import onnxruntime
+
+    from deployments.onnx_session import session_options
+
+    graph = onnx.load(str(resolve(args.detector)))
+    graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    for output in graph.graph.output:
+        for dim in output.type.tensor_type.shape.dim:
+            dim.dim_param = "?"
+    opts = session_options(args.model_threads)
+    batched = onnxruntime.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    single = onnxruntime.InferenceSession(str(resolve(args.detector)), opts, providers=["CPUExecutionProvider"])
+    name = single.get_inputs()[0].name
+    blob = np.random.default_rng(0).uniform(-1, 1, (8, 3, 640, 640)).astype(np.float32)
+    single.run(None, {name: blob[:1]}), batched.run(None, {name: blob})
+    start = time.perf_counter()
+    ones = [single.run(None, {name: blob[i:i + 1]}) for i in range(8)]
+    per_image = (time.perf_counter() - start) / 8 * 1000
+    start = time.perf_counter()
+    together = batched.run(None, {name: blob})
+    forced = (time.perf_counter() - start) / 8 * 1000
+    drift = float(np.abs(np.concatenate([o[0] for o in ones]) - together[0]).max())
+    return {"detector graph, batch axis forced, 1 image/forward (ms)": per_image,
+            "detector graph, batch axis forced, 8 images/forward (ms)": forced,
+            "  max score change from forcing the batch axis": drift}
+
+
+def bench_http(paths, args) -> tuple[float, dict]:
+    import ray
+    from ray import serve
+
+    from deployments.serving import model_deployment
+    from serve_app.apps.face_extract import FaceExtractIngress
+
+    base = start_serve()
+    try:
+        # The graph build() makes, with ArcFace (the bulk of the compute) scaled out to
+        # --arcface-replicas one-thread replicas, as serve_config.yaml autoscaling would.
+        detector_cfg = RetinaFaceConfig(str(resolve(args.detector)))
+        recogniser_cfg = ArcFaceConfig(str(resolve(args.recogniser)))
+        app = FaceExtractIngress.bind(
+            model_deployment(RetinaFace, detector_cfg),
+            model_deployment(ArcFace, recogniser_cfg, num_replicas=args.arcface_replicas),
+            {"RetinaFace": args.detector, "ArcFace": args.recogniser}, ExtractParams())
+        serve.run(app, name="face_extract", route_prefix="/")
+        bodies = [{"images": [{"image_base64": base64.b64encode(p.read_bytes()).decode()}], "min_face_size": 0}
+                  for p in paths]
+        rate = http_throughput(lambda client, i: client.post(base + "/extract-faces", json=bodies[i % len(bodies)]),
+                               requests=len(bodies) * args.rounds, clients=args.clients)
+        stats = serve.get_deployment_handle("ArcFace", app_name="face_extract").batch_stats.remote().result()
+        serve.delete("face_extract")
+        serve.shutdown()
+        return rate, stats
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="test-images-photos", help="asset name of a folder of photos")
+    parser.add_argument("--detector", default="retinaface-det-500m")
+    parser.add_argument("--recogniser", default="arcface-mobilefacenet-128d")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the image set per measurement")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--model-threads", type=int, default=os.cpu_count(),
+                        help="ONNX threads per model in-process (default: every core, as the plain loop)")
+    parser.add_argument("--arcface-replicas", type=int, default=os.cpu_count(),
+                        help="ArcFace replicas in the served graph (each one thread)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    paths = images_of(resolve(args.images))
+    print(f"{len(paths)} images from {args.images}, {args.rounds} rounds, {os.cpu_count()} CPUs, "
+          f"{args.detector} + {args.recogniser}\n")
+
+    plain, plain_faces = bench_plain(paths, args)
+    pipe, pipe_faces, det_batches, emb_batches = bench_pipeline(paths, args)
+    assert pipe_faces == plain_faces, (pipe_faces, plain_faces)  # the same work, done differently
+    http, served_batches = bench_http(paths, args)
+    print(f"{plain_faces} faces per {args.rounds} rounds; in-process batches: detector {det_batches}, "
+          f"ArcFace {emb_batches}; served ArcFace batches {served_batches}")
+    print("\nbatching inside the models:")
+    for name, ms in bench_batching(paths, args).items():
+        print(f"  {name:58} {ms:7.2f}")
+    report("face extraction (images/s, same images, same cores)",
+           {"plain insightface loop, one image at a time": plain,
+            "in-process pipeline (LocalBatcher)": pipe,
+            f"/extract-faces over HTTP, {args.clients} clients": http},
+           [("in-process pipeline (LocalBatcher)", "plain insightface loop, one image at a time"),
+            (f"/extract-faces over HTTP, {args.clients} clients", "plain insightface loop, one image at a time"),
+            (f"/extract-faces over HTTP, {args.clients} clients", "in-process pipeline (LocalBatcher)")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The face-extraction pipeline glue in-process, with the real models behind
+LocalBatcher (the same awaitable shape as a Serve handle)."""
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deployments.arcface import ArcFace, ArcFaceConfig
+from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.serving import LocalBatcher
+from serve_app import errors
+from serve_app.imaging import decode_image
+from serve_app.pipelines.face_extract import ExtractParams, call_model, detector_input, extract_faces
+from tests.deployments.test_retinaface import iou
+
+
+@pytest.fixture(scope="module")
+def models(asset):
+    return (LocalBatcher(RetinaFace(RetinaFaceConfig(str(asset("retinaface-det-500m"))))),
+            LocalBatcher(ArcFace(ArcFaceConfig(str(asset("arcface-mobilefacenet-128d"))))))
+
+
+def loader_of(photos_dir, name):
+    async def load():
+        return decode_image((photos_dir / name).read_bytes())
+    return load
+
+
+def failing(code):
+    async def load():
+        raise errors.ApiError(415, code, "not an image")
+    return load
+
+
+def run(loaders, models, **params):
+    return asyncio.run(extract_faces(loaders, ExtractParams(**params), *models))
+
+
+def test_shrinking_for_the_detector_keeps_insightface_results(models, photos_dir, asset):
+    """The detector sees a pre-shrunk image; boxes mapped back match insightface run on
+    the full-resolution image."""
+    from insightface.model_zoo import get_model
+
+    reference = get_model(str(asset("retinaface-det-500m")), providers=["CPUExecutionProvider"])
+    reference.prepare(-1, input_size=(640, 640), det_thresh=0.5)
+    for name in ("insightface_t1.jpg", "3ddfa_trump_hillary.jpg", "facedet1mb_nine_kids.jpg"):
+        image = decode_image((photos_dir / name).read_bytes())
+        small, scale = detector_input(image, 640)
+        assert max(small.shape[:2]) == 640 and scale < 1
+        result = run([loader_of(photos_dir, name)], models, min_face_size=0)
+        det, _ = reference.detect(np.ascontiguousarray(image[..., ::-1]), input_size=(640, 640))
+        boxes = np.stack([f.bbox for f in result.faces])
+        assert len(boxes) == len(det)
+        assert np.diag(iou(boxes, det[:, :4])).min() >= 0.99, name
+
+
+def test_small_images_travel_unchanged():
+    image = np.zeros((250, 200, 3), np.uint8)
+    small, scale = detector_input(image, 640)
+    assert small is image and scale == 1.0
+
+
+def test_one_person_in_two_images_is_one_face_and_others_stay_distinct(models, photos_dir):
+    names = ["lfw_Rob_Lowe_0001.jpg", "lfw_Nathalie_Baye_0002.jpg", "lfw_Rob_Lowe_0002.jpg"]
+    result = run([loader_of(photos_dir, n) for n in names], models)
+    assert len(result.faces) == 3 and result.images_processed == 3
+    assert result.dedup.leader.tolist() == [0, 1, 0]
+    assert result.dedup.similarity[2] > 0.6
+    face = result.faces[0]
+    assert face.embedding.shape == (128,) and abs(np.linalg.norm(face.embedding) - 1) < 1e-5
+    headshot = Image.open(io.BytesIO(face.headshot_jpeg))
+    assert headshot.format == "JPEG" and headshot.size == (160, 160)
+    assert len({f.face_id for f in result.faces}) == 3
+
+
+def test_min_face_size_drops_small_faces(models, photos_dir):
+    loaders = [loader_of(photos_dir, "facedet1mb_worlds_largest_selfie.jpg")]
+    every = run(loaders, models, min_face_size=0)
+    big = run(loaders, models, min_face_size=40)
+    assert len(big.faces) < len(every.faces)
+    for f in big.faces:
+        assert min(f.bbox[2] - f.bbox[0], f.bbox[3] - f.bbox[1]) >= 40
+    assert [f.face_index for f in big.faces] == list(range(len(big.faces)))
+
+
+def test_a_failing_image_is_reported_and_the_rest_go_on(models, photos_dir):
+    loaders = [failing("unsupported_format"), loader_of(photos_dir, "insightface_t1.jpg"),
+               loader_of(photos_dir, "inspireface_view_noface.jpg")]
+    result = run(loaders, models)
+    assert [(f.image_index, f.code) for f in result.failures] == [(0, "unsupported_format")]
+    assert result.images_processed == 2
+    assert {f.image_index for f in result.faces} == {1} and len(result.faces) == 6
+
+
+def test_faces_come_in_image_then_detection_order(models, photos_dir):
+    names = ["facedet1mb_nine_kids.jpg", "insightface_t1.jpg", "3ddfa_trump_hillary.jpg"]
+    result = run([loader_of(photos_dir, n) for n in names], models, max_concurrent_images=3)
+    keys = [(f.image_index, f.face_index) for f in result.faces]
+    assert keys == sorted(keys) and {k[0] for k in keys} == {0, 1, 2}
+    for i in range(3):
+        scores = [f.score for f in result.faces if f.image_index == i]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_a_cancelled_call_is_withdrawn_from_the_model():
+    """A Serve DeploymentResponse, like a Future, has cancel(): on our cancellation
+    (the request deadline) call_model cancels it so the replica drops the work."""
+    async def go():
+        pending = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(call_model(lambda item: pending, "item"))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pending.cancelled()
+
+    assert asyncio.run(go())
+
+
+def test_a_deadline_cancels_the_work_in_flight(models, photos_dir):
+
+    async def go():
+        gate = asyncio.Event()
+
+        async def stuck():
+            await gate.wait()  # an image that never arrives
+            return decode_image((photos_dir / "insightface_t1.jpg").read_bytes())
+
+        work = extract_faces([stuck, loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg")], ExtractParams(), *models)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(work, 1.0)
+        await asyncio.sleep(0.05)
+        # Nothing of the request is left running on the loop.
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(go()) == []
