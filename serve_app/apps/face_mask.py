@@ -17,15 +17,13 @@ from ray.serve.handle import DeploymentHandle
 from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
 from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
 from deployments.serving import model_deployment
-from serve_app import __version__, errors
-from serve_app.apps.ingress import guarded
+from serve_app import __version__
+from serve_app.apps.ingress import decoded_upload, within_request_timeout
 from serve_app.assets import resolve_for_serving
-from serve_app.http import check_content_length, create_app, read_upload, request_id
-from serve_app.imaging import decode_image
+from serve_app.http import create_app, request_id
 from serve_app.mask_outputs import encode_outputs, parse_outputs
 from serve_app.pipelines.face_mask import FaceMaskParams, face_mask
 from serve_app.schemas import FaceMaskResponse, HealthResponse
-from serve_app.settings import settings
 
 app, endpoint_metrics = create_app("face_mask", "FaceGraph: cartoon face mask")
 
@@ -54,16 +52,10 @@ class FaceMaskIngress:
         threshold: float = Form(0.5, ge=0.0, le=1.0),
         outputs: str = Form("mask,rgba,overlay", description="which images to return: mask, rgba, overlay"),
     ) -> FaceMaskResponse:
-        check_content_length(request)
         wanted = parse_outputs(outputs)
-        data = await read_upload(image)
-        rgb = await asyncio.to_thread(decode_image, data)
+        rgb = await decoded_upload(request, image)
         params = FaceMaskParams(include_hair, use_crf, max_size, expand, threshold)
-        result = await guarded(
-            face_mask(rgb, params, self.detect, self.parse),
-            settings().request_timeout_s,
-            errors.upstream_timeout(f"the face mask took longer than {settings().request_timeout_s:g} s"),
-        )
+        result = await within_request_timeout(face_mask(rgb, params, self.detect, self.parse), "the face mask")
         encoded = await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
         endpoint_metrics.faces(len(result.boxes))
         return FaceMaskResponse(request_id=request_id(request), width=result.width, height=result.height,

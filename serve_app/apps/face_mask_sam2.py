@@ -20,15 +20,13 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.facemesh import FaceMesh, FaceMeshConfig
 from deployments.serving import model_deployment
-from serve_app import __version__, errors
-from serve_app.apps.ingress import guarded
-from serve_app.http import check_content_length, create_app, read_upload, request_id
-from serve_app.imaging import decode_image
+from serve_app import __version__
+from serve_app.apps.ingress import decoded_upload, within_request_timeout
+from serve_app.http import create_app, request_id
 from serve_app.mask_outputs import encode_outputs, parse_outputs
 from serve_app.pipelines.face_mask_sam2 import FaceMaskSam2Params, face_mask_sam2
 from serve_app.sam2_client import Sam2Client, Sam2Config
 from serve_app.schemas import FaceMaskSam2Response, FaceMaskSource, HealthResponse
-from serve_app.settings import settings
 
 app, endpoint_metrics = create_app("face_mask_sam2", "FaceGraph: face mask with FaceMesh + SAM2")
 
@@ -57,17 +55,11 @@ class FaceMaskSam2Ingress:
         pos_points: int = Form(16, ge=0, le=64, description="positive SAM2 point prompts inside each face oval"),
         outputs: str = Form("mask,rgba,overlay", description="which images to return: mask, rgba, overlay"),
     ) -> FaceMaskSam2Response:
-        check_content_length(request)
         wanted = parse_outputs(outputs)
-        data = await read_upload(image)
-        rgb = await asyncio.to_thread(decode_image, data)
+        rgb = await decoded_upload(request, image)
         params = FaceMaskSam2Params(multimask, expand, pos_points)
         # SAM2 is bounded by its own timeout inside; this deadline covers the mesh.
-        result = await guarded(
-            face_mask_sam2(rgb, params, self.mesh, self.sam2),
-            settings().request_timeout_s,
-            errors.upstream_timeout(f"the face mask took longer than {settings().request_timeout_s:g} s"),
-        )
+        result = await within_request_timeout(face_mask_sam2(rgb, params, self.mesh, self.sam2), "the face mask")
         encoded = await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
         endpoint_metrics.faces(len(result.boxes))
         return FaceMaskSam2Response(

@@ -7,10 +7,15 @@ import asyncio
 import logging
 from typing import Awaitable, TypeVar
 
+import numpy as np
+from fastapi import Request, UploadFile
 from ray import exceptions as ray_exceptions
 from ray.serve import exceptions as serve_exceptions
 
 from serve_app import errors
+from serve_app.http import check_content_length, read_upload
+from serve_app.imaging import decode_image
+from serve_app.settings import settings
 
 log = logging.getLogger("facegraph.ingress")
 T = TypeVar("T")
@@ -32,3 +37,17 @@ async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.Ap
     except ray_exceptions.RayTaskError as exc:
         log.error("model call failed: %s", exc)
         raise errors.ApiError(500, "model_error", "a model failed on this request") from None
+
+
+async def decoded_upload(request: Request, upload: UploadFile) -> np.ndarray:
+    """A multipart image upload -> uint8 RGB, under the byte and pixel limits; the
+    decode runs in a worker thread so the ingress keeps serving other requests."""
+    check_content_length(request)
+    data = await read_upload(upload)
+    return await asyncio.to_thread(decode_image, data)
+
+
+async def within_request_timeout(work: Awaitable[T], what: str) -> T:
+    """`guarded` with REQUEST_TIMEOUT, answering 504 upstream_timeout past it."""
+    limit = settings().request_timeout_s
+    return await guarded(work, limit, errors.upstream_timeout(f"{what} took longer than {limit:g} s"))
