@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--parser-asset", default="segformer-parser-b5-random")
+    ap.add_argument("--parser-threads", type=int, default=2,
+                    help="torch threads for the parser on both paths (the Serve replica gets as many num_cpus)")
     args = ap.parse_args()
 
     from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
@@ -46,7 +48,7 @@ def main() -> None:
     cartoon = resolve("test-images-cartoon")
     blobs = [(name, (cartoon / name).read_bytes()) for name in IMAGES]
     detector_cfg = LBPDetectorConfig(str(resolve("lbp-detector-cascade")))
-    parser_cfg = SegFormerParserConfig(str(resolve(args.parser_asset)), num_threads=2)
+    parser_cfg = SegFormerParserConfig(str(resolve(args.parser_asset)), num_threads=args.parser_threads)
     rates = {}
 
     # 1. In-process: decode + pipeline, `clients` requests at a time, batched in-process.
@@ -71,10 +73,12 @@ def main() -> None:
 
     rates["in-process pipeline (compute limit)"] = asyncio.run(in_process())
 
-    # 2./3. Over HTTP through Serve, with and without batching, 2 real CPUs.
+    # 2./3. Over HTTP through Serve, with and without batching. The parser replica gets
+    # `parser_threads` CPUs so both paths run it with the same threads (Ray sizes a
+    # replica's threads from its num_cpus); a little logical headroom for the rest.
     from ray import serve
 
-    base = start_serve(num_cpus=2)
+    base = start_serve(num_cpus=args.parser_threads + 1)
 
     def send(client, i):
         name, data = blobs[i % len(blobs)]
@@ -85,7 +89,8 @@ def main() -> None:
         user_config = {"max_batch_size": batch, "batch_wait_timeout_s": 0.05}
         app = FaceMaskIngress.bind(
             model_deployment(LBPDetector, detector_cfg, user_config=user_config, ray_actor_options={"num_cpus": 0.25}),
-            model_deployment(SegFormerParser, parser_cfg, user_config=user_config, ray_actor_options={"num_cpus": 1}),
+            model_deployment(SegFormerParser, parser_cfg, user_config=user_config,
+                             ray_actor_options={"num_cpus": args.parser_threads}),
             {"LBPDetector": "lbp-detector-cascade", "SegFormerParser": args.parser_asset},
         )
         serve.run(app, name="face_mask", route_prefix="/v1/face-mask")
