@@ -19,6 +19,8 @@ TEST_ENV = {
     "RAY_SERVE_LOG_TO_STDERR": "0",
     # /extract-faces graph tests fetch image_url inputs from a loopback server they start.
     "URL_FETCH_ALLOWLIST": "127.0.0.1",
+    # One CORS origin, so the tests see it allowed and every other origin refused.
+    "ALLOWED_ORIGINS": "https://app.example",
 }
 os.environ.update(TEST_ENV)
 

@@ -205,10 +205,13 @@ def test_malformed_json_and_wrong_method(client, url):
     assert_error(client.get(url + "/no-such-route"), 404)
 
 
-def test_no_cors_by_default(client, url):
-    resp = client.options(url + "/extract-faces", headers={"Origin": "https://evil.example",
-                                                          "Access-Control-Request-Method": "POST"})
-    assert "access-control-allow-origin" not in resp.headers
+def test_cors_only_for_allowed_origins(client, url):
+    def preflight(origin):
+        return client.options(url + "/extract-faces", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+
+    # tests/conftest.py sets ALLOWED_ORIGINS=https://app.example for the replicas.
+    assert preflight("https://app.example").headers.get("access-control-allow-origin") == "https://app.example"
+    assert "access-control-allow-origin" not in preflight("https://evil.example").headers
 
 
 def test_concurrent_requests_share_arcface_batches(client, url, photos_dir):
