@@ -27,7 +27,7 @@ from deployments.arcface import ArcFace, ArcFaceConfig
 from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.serving import model_deployment
 from serve_app import __version__, errors
-from serve_app.apps.ingress import guarded
+from serve_app.apps.ingress import guarded, model_call
 from serve_app.assets import resolve_for_serving
 from serve_app.http import create_app, request_id
 from serve_app.imaging import data_uri, decode_base64, decode_image
@@ -118,8 +118,8 @@ class FaceExtractIngress:
     def __init__(self, detector: DeploymentHandle, recogniser: DeploymentHandle, models: dict[str, str],
                  params: ExtractParams, request_timeout_s: Optional[float] = None):
         self.handles = {"RetinaFace": detector, "ArcFace": recogniser}
-        self.detect = detector.remote
-        self.embed = recogniser.remote
+        self.detect = model_call(detector)
+        self.embed = model_call(recogniser)
         self.models = models
         self.params = params
         self.request_timeout_s = request_timeout_s or settings().request_timeout_s

@@ -18,7 +18,7 @@ from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
 from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
 from deployments.serving import model_deployment
 from serve_app import __version__
-from serve_app.apps.ingress import decoded_upload, within_request_timeout
+from serve_app.apps.ingress import decoded_upload, model_call, within_request_timeout
 from serve_app.assets import resolve_for_serving
 from serve_app.http import create_app, request_id
 from serve_app.mask_outputs import encode_outputs, parse_outputs
@@ -32,8 +32,8 @@ app, endpoint_metrics = create_app("face_mask", "FaceGraph: cartoon face mask")
 @serve.ingress(app)
 class FaceMaskIngress:
     def __init__(self, detector: DeploymentHandle, parser: DeploymentHandle, models: dict[str, str]):
-        self.detect = detector.remote
-        self.parse = parser.remote
+        self.detect = model_call(detector)
+        self.parse = model_call(parser)
         self.models = models
 
     @app.get("/healthz", response_model=HealthResponse)

@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.facemesh import FaceMesh, FaceMeshConfig
 from deployments.serving import model_deployment
 from serve_app import __version__
-from serve_app.apps.ingress import decoded_upload, within_request_timeout
+from serve_app.apps.ingress import decoded_upload, model_call, within_request_timeout
 from serve_app.http import create_app, request_id
 from serve_app.mask_outputs import encode_outputs, parse_outputs
 from serve_app.pipelines.face_mask_sam2 import FaceMaskSam2Params, face_mask_sam2
@@ -35,7 +35,7 @@ app, endpoint_metrics = create_app("face_mask_sam2", "FaceGraph: face mask with 
 @serve.ingress(app)
 class FaceMaskSam2Ingress:
     def __init__(self, mesh: DeploymentHandle, sam2_overrides: dict, models: dict[str, str]):
-        self.mesh = mesh.remote
+        self.mesh = model_call(mesh)
         # Built here, in the replica: SAM2_* come from this worker's environment, with
         # the builder's explicit args on top. The API key only ever comes from the env.
         self.sam2 = Sam2Client(Sam2Config.from_settings(**sam2_overrides))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import numpy as np
 from fastapi import Request, UploadFile
@@ -19,6 +19,22 @@ from serve_app.settings import settings
 
 log = logging.getLogger("facegraph.ingress")
 T = TypeVar("T")
+
+
+def model_call(handle) -> Callable[[Any], Awaitable[Any]]:
+    """A deployment handle as the awaitable the pipeline glue takes. If the awaiting
+    task is cancelled (a request deadline, a failed sibling call), the Serve request is
+    cancelled too, so the model replica drops it instead of computing it for nobody."""
+
+    async def call(item: Any) -> Any:
+        pending = handle.remote(item)
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+
+    return call
 
 
 async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.ApiError) -> T:

@@ -19,6 +19,7 @@ from typing import Awaitable, Callable, Sequence
 import cv2
 import numpy as np
 
+from deployments.retinaface import letterbox_size
 from deployments.types import Detections
 from serve_app import errors
 from serve_app.dedup import Dedup, deduplicate
@@ -76,10 +77,7 @@ def detector_input(image: np.ndarray, det_size: int) -> tuple[np.ndarray, float]
     height, width = image.shape[:2]
     if max(height, width) <= det_size:
         return image, 1.0
-    if height / width > 1.0:
-        new_h, new_w = det_size, int(det_size / (height / width))
-    else:
-        new_h, new_w = int(det_size * (height / width)), det_size
+    new_h, new_w = letterbox_size(height, width, det_size)
     return cv2.resize(image, (max(1, new_w), max(1, new_h))), new_h / height
 
 
@@ -94,19 +92,6 @@ async def gather_or_cancel(coros) -> list:
     return [t.result() for t in tasks]
 
 
-async def call_model(model: Callable, item):
-    """Await one model call; if we are cancelled (request deadline), cancel the call
-    too, so a Serve deployment drops it instead of computing it for nobody."""
-    pending = model(item)
-    try:
-        return await pending
-    except asyncio.CancelledError:
-        cancel = getattr(pending, "cancel", None)  # DeploymentResponse has it
-        if callable(cancel):
-            cancel()
-        raise
-
-
 def _align(image: np.ndarray, landmarks: np.ndarray, quality: int) -> list[tuple[np.ndarray, bytes]]:
     out = []
     for lm in landmarks:
@@ -118,7 +103,7 @@ def _align(image: np.ndarray, landmarks: np.ndarray, quality: int) -> list[tuple
 async def detect_and_align(image: np.ndarray, params: ExtractParams, detect: Detect):
     """-> (kept detections as (box, landmarks, score), their crops and headshots)."""
     small, scale = await asyncio.to_thread(detector_input, image, params.det_size)
-    dets: Detections = await call_model(detect, small)
+    dets: Detections = await detect(small)
     if len(dets) == 0:
         return [], []
     boxes = dets.boxes / scale
@@ -135,7 +120,7 @@ async def embed_faces(image_index: int, kept, crops, embed: Embed) -> list[Face]
         return []
     # One call with the image's faces stacked: one round trip to the recogniser per
     # image, not per face; faces of concurrent images and requests still share batches.
-    embeddings = await call_model(embed, np.stack([crop for crop, _ in crops]))
+    embeddings = await embed(np.stack([crop for crop, _ in crops]))
     return [
         Face(uuid.uuid4().hex, image_index, i, box.astype(np.float32), lm.astype(np.float32), score,
              np.asarray(emb, np.float32), jpeg)

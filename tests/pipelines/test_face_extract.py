@@ -13,7 +13,7 @@ from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from serve_app import errors
 from serve_app.imaging import decode_image
-from serve_app.pipelines.face_extract import ExtractParams, call_model, detector_input, extract_faces
+from serve_app.pipelines.face_extract import ExtractParams, detector_input, extract_faces
 from tests.deployments.test_retinaface import iou
 
 
@@ -103,21 +103,6 @@ def test_faces_come_in_image_then_detection_order(models, photos_dir):
     for i in range(3):
         scores = [f.score for f in result.faces if f.image_index == i]
         assert scores == sorted(scores, reverse=True)
-
-
-def test_a_cancelled_call_is_withdrawn_from_the_model():
-    """A Serve DeploymentResponse, like a Future, has cancel(): on our cancellation
-    (the request deadline) call_model cancels it so the replica drops the work."""
-    async def go():
-        pending = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(call_model(lambda item: pending, "item"))
-        await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return pending.cancelled()
-
-    assert asyncio.run(go())
 
 
 def test_a_deadline_cancels_the_work_in_flight(models, photos_dir):
