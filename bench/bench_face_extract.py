@@ -4,8 +4,9 @@
                 one face at a time (how users run it today);
   2. pipeline:  our pipeline glue in-process, models behind LocalBatcher, many images
                 in flight (the compute limit of this box, no HTTP or Ray);
-  3. http:      POST /extract-faces over HTTP on a local Ray Serve graph, concurrent
-                clients, one image per request, ArcFace scaled to one replica per core.
+  3. http:      POST /extract-faces over HTTP on a local Ray Serve graph (the model
+                tier with the same weights + the face_extract app), concurrent clients,
+                one image per request, ArcFace scaled to one replica per core.
 
 Plus the two batching questions: does a multi-image predict() help the detector, and
 how much does a true batched forward help ArcFace. Run by hand:
@@ -28,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import http_throughput, report, start_serve  # noqa: E402
-
+from bench.common import delete_apps, deploy_model_tier, http_throughput, report, start_serve  # noqa: E402
 from deployments.arcface import ArcFace, ArcFaceConfig  # noqa: E402
 from deployments.retinaface import RetinaFace, RetinaFaceConfig  # noqa: E402
 from deployments.serving import LocalBatcher  # noqa: E402
+from deployments.types import Placement  # noqa: E402
 from serve_app.assets import resolve  # noqa: E402
 from serve_app.face_align import aligned_crops  # noqa: E402
 from serve_app.imaging import decode_image  # noqa: E402
-from serve_app.pipelines.face_extract import ExtractParams, extract_faces  # noqa: E402
+from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces  # noqa: E402
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -66,8 +67,9 @@ def bench_plain(paths, args) -> tuple[float, int]:
 
 def models(args, threads: int):
     """Our model classes, as the pipeline and the batching measurements use them."""
-    return (RetinaFace(RetinaFaceConfig(str(resolve(args.detector)), num_threads=threads)),
-            ArcFace(ArcFaceConfig(str(resolve(args.recogniser)), num_threads=threads)))
+    placement = Placement(threads=threads)
+    return (RetinaFace(RetinaFaceConfig(model_path=str(resolve(args.detector))), placement),
+            ArcFace(ArcFaceConfig(model_path=str(resolve(args.recogniser))), placement))
 
 
 def bench_pipeline(paths, args) -> tuple[float, int, dict, dict]:
@@ -84,7 +86,8 @@ def bench_pipeline(paths, args) -> tuple[float, int, dict, dict]:
     async def go():
         faces = 0
         for _ in range(args.rounds):
-            result = await extract_faces([loader(b) for b in blobs], ExtractParams(min_face_size=0), detect, embed)
+            result = await extract_faces([loader(b) for b in blobs], FaceExtractParams(min_face_size=0),
+                                         detect=detect, embed=embed)
             faces += len(result.faces)
         return faces
 
@@ -110,7 +113,7 @@ def bench_batching(paths, args) -> dict[str, float]:
         found = detector.predict(images)
     out["detector, 8 images per predict (ms/image)"] = per_image()
     out.update(forced_batch_axis(detector, args))
-    crops = [aligned_crops(img, lm, (112,))[0] for img, d in zip(images, found) for lm in d.landmarks]
+    crops = [aligned_crops(img, face.five_points(), (112,))[0] for img, faces in zip(images, found) for face in faces]
     crops = (crops * 64)[:64]
     recogniser.predict(crops[:1])
     start = time.perf_counter()
@@ -139,7 +142,7 @@ def forced_batch_axis(detector: RetinaFace, args) -> dict[str, float]:
     for output in graph.graph.output:
         for dim in output.type.tensor_type.shape.dim:
             dim.dim_param = "?"
-    opts = session_options(args.model_threads)
+    opts = session_options(Placement(threads=args.model_threads))
     batched = onnxruntime.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     single = onnxruntime.InferenceSession(str(resolve(args.detector)), opts, providers=["CPUExecutionProvider"])
     name = single.get_inputs()[0].name
@@ -162,25 +165,32 @@ def bench_http(paths, args) -> tuple[float, dict]:
     from ray import serve
 
     from deployments.serving import model_deployment
-    from serve_app.apps.face_extract import FaceExtractIngress
+    from serve_app.apps.face_extract import FaceExtractArgs, build
+    from serve_app.model_tier import MODEL_APP
 
     base = start_serve()
     try:
-        # The graph build() makes, with ArcFace (the bulk of the compute) scaled out to
-        # --arcface-replicas one-thread replicas, as serve_config.yaml autoscaling would.
-        detector_cfg = RetinaFaceConfig(str(resolve(args.detector)))
-        recogniser_cfg = ArcFaceConfig(str(resolve(args.recogniser)))
-        app = FaceExtractIngress.bind(
-            model_deployment(RetinaFace, detector_cfg),
-            model_deployment(ArcFace, recogniser_cfg, num_replicas=args.arcface_replicas),
-            {"RetinaFace": args.detector, "ArcFace": args.recogniser}, ExtractParams())
-        serve.run(app, name="face_extract", route_prefix="/")
+        # The model tier with the bench's weights, ArcFace (the bulk of the compute) scaled
+        # out to --arcface-replicas replicas as serve_config.yaml autoscaling would. Each
+        # replica has half a CPU, which Ray's placement turns into one thread. Batch
+        # sizes: the adapter's default for the detector (images), the in-process
+        # LocalBatcher's cap for ArcFace (faces, its work unit, in both paths).
+        deploy_model_tier({
+            "RetinaFace": model_deployment(
+                RetinaFace, RetinaFaceConfig(model_path=str(resolve(args.detector))), args.detector,
+                ray_actor_options={"num_cpus": 0.5}, user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.01}),
+            "ArcFace": model_deployment(
+                ArcFace, ArcFaceConfig(model_path=str(resolve(args.recogniser))), args.recogniser,
+                num_replicas=args.arcface_replicas, ray_actor_options={"num_cpus": 0.5},
+                user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.01}),
+        })
+        serve.run(build(FaceExtractArgs()), name=SPEC.name, route_prefix="/")
         bodies = [{"images": [{"image_base64": base64.b64encode(p.read_bytes()).decode()}], "min_face_size": 0}
                   for p in paths]
         rate = http_throughput(lambda client, i: client.post(base + "/extract-faces", json=bodies[i % len(bodies)]),
                                requests=len(bodies) * args.rounds, clients=args.clients)
-        stats = serve.get_deployment_handle("ArcFace", app_name="face_extract").batch_stats.remote().result()
-        serve.delete("face_extract")
+        stats = serve.get_deployment_handle("ArcFace", app_name=MODEL_APP).batch_stats.remote().result()
+        delete_apps(SPEC.name, MODEL_APP)
         serve.shutdown()
         return rate, stats
     finally:

@@ -2,8 +2,9 @@
 
   in-process   the same pipeline with the same models in this process, requests
                concurrent, models behind LocalBatcher (the compute limit)
-  HTTP batched the Serve graph with batching on (max_batch_size from --batch-size)
-  HTTP max_batch_size=1   the same graph, batching off
+  HTTP batched the model tier (`models` app, the same weights and threads) and the
+               face_mask app, batching on (max_batch_size from --batch-size)
+  HTTP max_batch_size=1   the same apps redeployed, batching off
 
 and the ratios HTTP/in-process and batched/unbatched. The parser defaults to a random
 SegFormer with the real checkpoint's architecture (MiT-B5), so compute is realistic.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import http_throughput, report, start_serve  # noqa: E402
+from bench.common import delete_apps, deploy_model_tier, http_throughput, report, start_serve  # noqa: E402
 
 IMAGES = ["cartoonface_11008.jpg", "dualstylegan_anime_16031200.jpg", "kanosawa_anime_5faces.png"]
 
@@ -37,28 +38,35 @@ def main() -> None:
                     help="torch threads for the parser on both paths (the Serve replica gets as many num_cpus)")
     args = ap.parse_args()
 
+    from ray import serve
+
     from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
     from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
     from deployments.serving import LocalBatcher, model_deployment
-    from serve_app.apps.face_mask import FaceMaskIngress
+    from deployments.types import Placement
+    from serve_app.apps.face_mask import FaceMaskArgs, build
     from serve_app.assets import resolve
     from serve_app.imaging import decode_image
-    from serve_app.pipelines.face_mask import FaceMaskParams, face_mask
+    from serve_app.model_tier import MODEL_APP
+    from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
 
     cartoon = resolve("test-images-cartoon")
     blobs = [(name, (cartoon / name).read_bytes()) for name in IMAGES]
-    detector_cfg = LBPDetectorConfig(str(resolve("lbp-detector-cascade")))
-    parser_cfg = SegFormerParserConfig(str(resolve(args.parser_asset)), num_threads=args.parser_threads)
+    detector_cfg = LBPDetectorConfig(cascade_path=str(resolve("lbp-detector-cascade")))
+    parser_cfg = SegFormerParserConfig(checkpoint_dir=str(resolve(args.parser_asset)))
     rates = {}
 
     # 1. In-process: decode + pipeline, `clients` requests at a time, batched in-process.
-    detect = LocalBatcher(LBPDetector(detector_cfg))
-    parse = LocalBatcher(SegFormerParser(parser_cfg), max_batch_size=args.batch_size)
+    # The detector gets one thread, as its 0.25-CPU replica does below (Ray's share,
+    # rounded up to a whole thread).
+    detect = LocalBatcher(LBPDetector(detector_cfg, Placement(threads=1)))
+    parse = LocalBatcher(SegFormerParser(parser_cfg, Placement(threads=args.parser_threads)),
+                         max_batch_size=args.batch_size)
 
     async def in_process() -> float:
         async def one(i):
             name, data = blobs[i % len(blobs)]
-            await face_mask(decode_image(data), FaceMaskParams(), detect, parse)
+            await face_mask(decode_image(data), FaceMaskParams(), detect=detect, parse=parse)
 
         await one(0)  # warm-up
         sem = asyncio.Semaphore(args.clients)
@@ -73,11 +81,10 @@ def main() -> None:
 
     rates["in-process pipeline (compute limit)"] = asyncio.run(in_process())
 
-    # 2./3. Over HTTP through Serve, with and without batching. The parser replica gets
-    # `parser_threads` CPUs so both paths run it with the same threads (Ray sizes a
-    # replica's threads from its num_cpus); a little logical headroom for the rest.
-    from ray import serve
-
+    # 2./3. Over HTTP through Serve, with and without batching: the model tier (the same
+    # weights) and the face_mask app, both redeployed for each batch size. The parser
+    # replica gets `parser_threads` CPUs so both paths run it with the same threads (a
+    # replica's threads come from its num_cpus); a little logical headroom for the rest.
     base = start_serve(num_cpus=args.parser_threads + 1)
 
     def send(client, i):
@@ -87,15 +94,16 @@ def main() -> None:
     for label, batch in ((f"HTTP batched (max_batch_size={args.batch_size})", args.batch_size),
                          ("HTTP max_batch_size=1", 1)):
         user_config = {"max_batch_size": batch, "batch_wait_timeout_s": 0.05}
-        app = FaceMaskIngress.bind(
-            model_deployment(LBPDetector, detector_cfg, user_config=user_config, ray_actor_options={"num_cpus": 0.25}),
-            model_deployment(SegFormerParser, parser_cfg, user_config=user_config,
-                             ray_actor_options={"num_cpus": args.parser_threads}),
-            {"LBPDetector": "lbp-detector-cascade", "SegFormerParser": args.parser_asset},
-        )
-        serve.run(app, name="face_mask", route_prefix="/v1/face-mask")
+        deploy_model_tier({
+            "LBPDetector": model_deployment(LBPDetector, detector_cfg, "lbp-detector-cascade",
+                                            user_config=user_config, ray_actor_options={"num_cpus": 0.25}),
+            "SegFormerParser": model_deployment(SegFormerParser, parser_cfg, args.parser_asset,
+                                                user_config=user_config,
+                                                ray_actor_options={"num_cpus": args.parser_threads}),
+        })
+        serve.run(build(FaceMaskArgs()), name=SPEC.name, route_prefix="/v1/face-mask")
         rates[label] = http_throughput(send, args.requests, args.clients)
-        serve.delete("face_mask")
+        delete_apps(SPEC.name, MODEL_APP)
 
     batched = f"HTTP batched (max_batch_size={args.batch_size})"
     report(f"/v1/face-mask, {args.requests} requests, {args.clients} clients, parser {args.parser_asset}",

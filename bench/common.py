@@ -1,13 +1,14 @@
-"""Shared benchmark plumbing: a local Ray cluster, concurrent HTTP clients, and
-printing ratios measured in one run. Benchmarks are run by hand, never by the tests."""
+"""Shared benchmark plumbing: a local Ray cluster, the model tier deployed with the
+bench's own per-model options, concurrent HTTP clients, and printing ratios measured
+in one run. Benchmarks are run by hand, never by the tests."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import httpx
 
@@ -29,6 +30,27 @@ def start_serve(num_cpus: int | None = None) -> str:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return f"http://127.0.0.1:{port}"
+
+
+def deploy_model_tier(models: dict) -> None:
+    """Deploy the `models` application from bound model deployments
+    ({name: model_deployment(cls, cfg, weights, **options)}), as
+    serve_app/apps/models.py build() does, but with the replicas, CPUs and batch sizes
+    the bench chose. Pipeline apps reach these deployments by name, so deploy this first."""
+    from ray import serve
+
+    from serve_app.apps.models import ModelTier
+    from serve_app.model_tier import MODEL_APP
+
+    serve.run(ModelTier.bind(models), name=MODEL_APP, route_prefix="/healthz")
+
+
+def delete_apps(*names: str) -> None:
+    """Tear down applications, callers before the models they call."""
+    from ray import serve
+
+    for name in names:
+        serve.delete(name)
 
 
 def http_throughput(send: Callable[[httpx.Client, int], httpx.Response], requests: int, clients: int,

@@ -16,23 +16,22 @@ import cv2
 import numpy as np
 
 from deployments.onnx_session import providers, session_options
+from deployments.types import Placement
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ArcFaceConfig:
     model_path: str
     max_forward_batch: int = 32  # crops per forward pass: bounds memory when stacks are large
-    device: str = "cpu"
-    num_threads: int = 1
 
 
 class ArcFace:
-    def __init__(self, cfg: ArcFaceConfig):
+    def __init__(self, cfg: ArcFaceConfig, placement: Placement = Placement()):
         from insightface.model_zoo import get_model
 
         self.cfg = cfg
-        self.runner = get_model(cfg.model_path, providers=providers(cfg.device),
-                                sess_options=session_options(cfg.num_threads))
+        self.runner = get_model(cfg.model_path, providers=providers(placement),
+                                sess_options=session_options(placement))
         if self.runner is None or getattr(self.runner, "taskname", "") != "recognition":
             raise ValueError(f"{cfg.model_path} is not an ArcFace recogniser export")
         width, height = self.runner.input_size
@@ -43,6 +42,11 @@ class ArcFace:
         # A symbolic output width: ask the model once rather than assume a constant.
         self.embedding_size = int(dim) if isinstance(dim, int) else int(
             self._forward(np.zeros((1, self.input_size, self.input_size, 3), np.float32)).shape[-1])
+
+    @staticmethod
+    def item_size(item: np.ndarray) -> int:
+        """Faces in an item: a batch is counted in faces, not in calls."""
+        return 1 if item.ndim == 3 else len(item)
 
     def predict(self, items: list[np.ndarray]) -> list[np.ndarray]:
         if not items:

@@ -1,6 +1,11 @@
 """FaceMesh: MediaPipe Face Mesh (478 refined landmarks) from the mediapipe wheel.
 
-Item: uint8 RGB HxWx3. Result: list[MeshFace], one per face (empty list: no face).
+Item: uint8 RGB HxWx3, or a `FaceCrop` (a crop centred on one face another detector
+found: the mesh only, no second detector pass). Result: list[FaceLandmarks], one per
+face (empty list: no face),
+in the 478-mesh scheme: points [478, 3] = x, y in pixels and MediaPipe's relative depth
+z (scaled like x; negative is towards the camera), box around the face oval, head pose
+from the mesh. MediaPipe gives no per-face score: score is 1.0.
 
 Static image mode always: no tracking state carries from one image to the next, so a
 batch gives the same results as one image at a time. MediaPipe's own face detector
@@ -12,15 +17,27 @@ MediaPipe's own call, so its faces always come first and unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from deployments.geometry import iou, square_around
+from deployments.types import MESH_478, FaceLandmarks, Placement, Pose
+
 NUM_LANDMARKS = 478  # 468 mesh points + 10 iris points (refine_landmarks)
 OVAL_START = 10  # forehead top: where the ordered oval begins
+# MediaPipe's FACEMESH_FACE_OVAL walked into one chain from the forehead (oval_order);
+# written out so the pipelines get the oval without importing MediaPipe. A test checks
+# it against MediaPipe's own edge set.
+OVAL_IDS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+            152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+# Points that fix the head's axes: eye outer corners (image left, image right on a
+# frontal face), forehead top and chin.
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER, FOREHEAD, CHIN = 33, 263, 10, 152
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FaceMeshConfig:
     max_num_faces: int = 5
     min_detection_confidence: float = 0.5
@@ -28,28 +45,35 @@ class FaceMeshConfig:
     find_small_faces: bool = True
     # Crop around a full-range detection, as a multiple of the detected box's side.
     small_face_crop: float = 3.0
-    num_threads: int = 1  # MediaPipe's solutions API picks its own threads
-    device: str = "cpu"  # the Python solutions API runs on CPU only
 
 
 @dataclass(frozen=True)
-class MeshFace:
-    """landmarks: float32 [478, 3] = x, y in pixels and relative depth z (MediaPipe's z,
-    scaled like x: negative is towards the camera, 0 near the head's centre).
-    oval: float32 [36, 2] face-oval polygon in pixels, ordered along the mesh's own
-    oval edge chain starting at the forehead. box: [x1, y1, x2, y2] around the oval."""
+class FaceCrop:
+    """A square uint8 RGB crop around one face found by another detector (RetinaFace):
+    the mesh's own detector sees the face large, so small faces in group photos mesh
+    too. Results are in the crop's pixels."""
 
-    landmarks: np.ndarray
-    oval: np.ndarray
-    box: tuple[float, float, float, float]
+    image: np.ndarray
 
-    def scaled(self, factor: float) -> "MeshFace":
-        """The same face in an image `factor` times larger (x, y and z alike)."""
-        return MeshFace(
-            (self.landmarks * np.float32(factor)).astype(np.float32),
-            (self.oval * np.float32(factor)).astype(np.float32),
-            tuple(float(v) * factor for v in self.box),
-        )
+
+def face_oval(face: FaceLandmarks) -> np.ndarray:
+    """float32 [36, 2] face-oval polygon of a meshed face, ordered along the mesh's own
+    oval edge chain starting at the forehead."""
+    return np.ascontiguousarray(face.points[list(OVAL_IDS), :2], dtype=np.float32)
+
+
+def mesh_pose(points: np.ndarray) -> Pose:
+    """Head pose from the mesh's own 3D points (x, y in pixels, z scaled like x, away
+    from the camera positive): the eye line is the head's x axis, forehead->chin its y
+    axis, their cross product points back into the head."""
+    x_axis = points[LEFT_EYE_OUTER] - points[RIGHT_EYE_OUTER]
+    y_axis = points[CHIN] - points[FOREHEAD]
+    forward = -np.cross(x_axis, y_axis)  # out of the face, towards the camera when frontal
+    fx, fy, fz = (forward / max(float(np.linalg.norm(forward)), 1e-9)).tolist()
+    yaw = math.degrees(math.atan2(fx, -fz))  # nose towards the image's right: > 0
+    pitch = math.degrees(math.atan2(fy, math.hypot(fx, fz)))  # chin down: > 0
+    roll = math.degrees(math.atan2(float(x_axis[1]), float(x_axis[0])))  # clockwise: > 0
+    return Pose(yaw=yaw, pitch=pitch, roll=roll)
 
 
 def oval_order(edges) -> list[int]:
@@ -78,13 +102,14 @@ def oval_order(edges) -> list[int]:
 
 
 class FaceMesh:
-    def __init__(self, cfg: FaceMeshConfig):
+    def __init__(self, cfg: FaceMeshConfig, placement: Placement = Placement()):
+        # MediaPipe's Python solutions run on the CPU with threads of their own choosing:
+        # the placement has nothing to set here.
         # Imported here: nothing loads at import time, and only replicas that serve
         # FaceMesh pay for MediaPipe.
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self.cfg = cfg
-        self.oval_ids = np.asarray(oval_order(face_mesh.FACEMESH_FACE_OVAL), np.int64)
         # One graph per replica; ModelServer runs one predict() at a time.
         self.mesh = face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=cfg.max_num_faces, refine_landmarks=True,
@@ -99,10 +124,11 @@ class FaceMesh:
         if self.detector is not None:
             self.detector.close()
 
-    def predict(self, images: list[np.ndarray]) -> list[list[MeshFace]]:
+    def predict(self, images: list[np.ndarray]) -> list[list[FaceLandmarks]]:
         # MediaPipe graphs take one image per call; one predict per batch still lets
         # the replica amortise scheduling across requests.
-        return [self._predict_one(self._preprocess(img)) for img in images]
+        return [self._mesh_crop(self._preprocess(item.image)) if isinstance(item, FaceCrop)
+                else self._predict_one(self._preprocess(item)) for item in images]
 
     @staticmethod
     def _preprocess(image: np.ndarray) -> np.ndarray:
@@ -110,12 +136,16 @@ class FaceMesh:
             raise ValueError(f"FaceMesh expects RGB HxWx3, got shape {image.shape}")
         return np.ascontiguousarray(image, dtype=np.uint8)
 
-    def _predict_one(self, image: np.ndarray) -> list[MeshFace]:
+    def _predict_one(self, image: np.ndarray) -> list[FaceLandmarks]:
         height, width = image.shape[:2]
         faces = [self._postprocess(lm, (0, 0, width, height), (width, height)) for lm in self._forward(image)]
         if self.detector is not None and len(faces) < self.cfg.max_num_faces:
             faces += self._small_faces(image, faces)
         return faces
+
+    def _mesh_crop(self, crop: np.ndarray) -> list[FaceLandmarks]:
+        height, width = crop.shape[:2]
+        return [self._postprocess(lm, (0, 0, width, height), (width, height)) for lm in self._forward(crop)]
 
     def _forward(self, image: np.ndarray) -> list[np.ndarray]:
         """MediaPipe's normalised landmarks, float32 [478, 3] per face."""
@@ -125,7 +155,7 @@ class FaceMesh:
             for face in (result.multi_face_landmarks or [])
         ]
 
-    def _small_faces(self, image: np.ndarray, found: list[MeshFace]) -> list[MeshFace]:
+    def _small_faces(self, image: np.ndarray, found: list[FaceLandmarks]) -> list[FaceLandmarks]:
         """Faces the full-range detector sees and the first pass missed, meshed on a
         crop where they are big enough for the mesh's own detector."""
         height, width = image.shape[:2]
@@ -136,13 +166,13 @@ class FaceMesh:
             x1, y1 = rel.xmin * width, rel.ymin * height
             boxes.append((float(det.score[0]), (x1, y1, x1 + rel.width * width, y1 + rel.height * height)))
         boxes.sort(key=lambda sb: -sb[0])  # best first; sort is stable for ties
-        extra: list[MeshFace] = []
+        extra: list[FaceLandmarks] = []
         for _, box in boxes:
             if len(found) + len(extra) >= self.cfg.max_num_faces:
                 break
-            if any(_iou(box, f.box) > 0.2 for f in found + extra):
+            if any(iou(box, f.box) > 0.2 for f in found + extra):
                 continue
-            crop = _crop_around(box, self.cfg.small_face_crop, width, height)
+            crop = square_around(box, self.cfg.small_face_crop, width, height)
             x1, y1, x2, y2 = crop
             if x2 - x1 < 8 or y2 - y1 < 8:
                 continue
@@ -151,12 +181,12 @@ class FaceMesh:
                 for lm in self._forward(np.ascontiguousarray(image[y1:y2, x1:x2]))
             ]
             # The crop may show neighbours too: keep only the face that was proposed.
-            best = max(candidates, key=lambda f: _iou(box, f.box), default=None)
-            if best is not None and _iou(box, best.box) > 0.2:
+            best = max(candidates, key=lambda f: iou(box, f.box), default=None)
+            if best is not None and iou(box, best.box) > 0.2:
                 extra.append(best)
         return extra
 
-    def _postprocess(self, normalised: np.ndarray, region, size) -> MeshFace:
+    def _postprocess(self, normalised: np.ndarray, region, size) -> FaceLandmarks:
         """Normalised landmarks of `region` (x1, y1, x2, y2 of the image) -> pixels of
         the whole image, clipped to it (faces cut by the border get points on it)."""
         x1, y1, x2, y2 = region
@@ -166,22 +196,6 @@ class FaceMesh:
         lm[:, 0] = np.clip(normalised[:, 0] * rw + x1, 0, width)
         lm[:, 1] = np.clip(normalised[:, 1] * rh + y1, 0, height)
         lm[:, 2] = normalised[:, 2] * rw  # MediaPipe scales z like x
-        oval = np.ascontiguousarray(lm[self.oval_ids, :2])
-        box = (float(oval[:, 0].min()), float(oval[:, 1].min()), float(oval[:, 0].max()), float(oval[:, 1].max()))
-        return MeshFace(lm, oval, box)
-
-
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _crop_around(box, factor: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """A square `factor` times the box's longest side, centred on it, clipped."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    half = max(box[2] - box[0], box[3] - box[1]) * factor / 2
-    return (int(max(0, np.floor(cx - half))), int(max(0, np.floor(cy - half))),
-            int(min(width, np.ceil(cx + half))), int(min(height, np.ceil(cy + half))))
+        oval = lm[list(OVAL_IDS), :2]
+        box = np.array([oval[:, 0].min(), oval[:, 1].min(), oval[:, 0].max(), oval[:, 1].max()], np.float32)
+        return FaceLandmarks(box=box, score=1.0, points=lm, scheme=MESH_478, pose=mesh_pose(lm))

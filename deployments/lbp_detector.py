@@ -1,7 +1,8 @@
 """LBPDetector: nagadomi's LBP cascade for anime/cartoon faces (OpenCV).
 
 Item: an image, uint8 greyscale HxW (what the pipeline ships: a third of the bytes)
-or RGB HxWx3. Result: Detections with boxes and the cascade's level weights as scores.
+or RGB HxWx3. Result: list[FaceLandmarks], box-only (the cascade has no landmarks),
+the cascade's level weights as scores, best first.
 """
 
 from __future__ import annotations
@@ -11,22 +12,21 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deployments.types import Detections
+from deployments.types import FaceLandmarks, Placement
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LBPDetectorConfig:
     cascade_path: str
     scale_factor: float = 1.1
     min_neighbors: int = 5
     min_size: int = 24
-    num_threads: int = 1
-    device: str = "cpu"  # OpenCV cascades run on CPU only
 
 
 class LBPDetector:
-    def __init__(self, cfg: LBPDetectorConfig):
-        cv2.setNumThreads(cfg.num_threads)
+    def __init__(self, cfg: LBPDetectorConfig, placement: Placement = Placement()):
+        # OpenCV cascades run on the CPU only, whatever the placement's device.
+        cv2.setNumThreads(placement.threads)
         self.cfg = cfg
         try:
             self.cascade = cv2.CascadeClassifier(cfg.cascade_path)
@@ -35,7 +35,7 @@ class LBPDetector:
         if self.cascade.empty():
             raise ValueError(f"could not load an OpenCV cascade from {cfg.cascade_path}")
 
-    def predict(self, images: list[np.ndarray]) -> list[Detections]:
+    def predict(self, images: list[np.ndarray]) -> list[list[FaceLandmarks]]:
         # The cascade has no batched form: one image at a time, but still one call per
         # batch so the Serve replica amortises its scheduling over many requests.
         return [self._postprocess(*self._forward(self._preprocess(img))) for img in images]
@@ -53,11 +53,11 @@ class LBPDetector:
         return rects, weights
 
     @staticmethod
-    def _postprocess(rects, weights) -> Detections:
+    def _postprocess(rects, weights) -> list[FaceLandmarks]:
         if len(rects) == 0:
-            return Detections.empty()
+            return []
         rects = np.asarray(rects, np.float32).reshape(-1, 4)
         boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
         scores = np.asarray(weights, np.float32).reshape(-1)
         order = np.argsort(-scores, kind="stable")
-        return Detections(boxes[order], scores[order])
+        return [FaceLandmarks.from_box(boxes[i], scores[i]) for i in order]

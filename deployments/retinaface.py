@@ -1,9 +1,9 @@
 """RetinaFace: insightface's detector runner (RetinaFace/SCRFD exports with 5 keypoints)
 over a local ONNX file.
 
-Item: an image, uint8 RGB HxWx3 of any size. Result: Detections with boxes [N,4]
-(x1, y1, x2, y2 in that image's pixels), scores [N] and landmarks [N,5,2] (eyes, nose,
-mouth corners), best score first, after NMS.
+Item: an image, uint8 RGB HxWx3 of any size. Result: list[FaceLandmarks], 5-point
+scheme (eyes, nose tip, mouth corners), boxes and points in that image's pixels, best
+score first, after NMS.
 
 The exported detectors take one image per forward pass (batch axis fixed to 1, outputs
 without a batch axis), so a batch is one forward per image inside one predict() call:
@@ -20,39 +20,33 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deployments.geometry import letterbox_size
 from deployments.onnx_session import providers, session_options
-from deployments.types import Detections
+from deployments.types import FIVE_POINT, FaceLandmarks, Placement
 
 NUM_LANDMARKS = 5
 
 
-@dataclass(frozen=True)
+DET_SIZE = 640  # the default letterbox side; pipelines pre-shrink images to it
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetinaFaceConfig:
     model_path: str
-    det_size: int = 640  # square letterbox side (multiple of 32)
+    det_size: int = DET_SIZE  # square letterbox side (multiple of 32)
     det_thresh: float = 0.5
     nms_thresh: float = 0.4
-    device: str = "cpu"
-    num_threads: int = 1
-
-
-def letterbox_size(height: int, width: int, det_size: int) -> tuple[int, int]:
-    """(h, w) the image is resized to inside the det_size square: insightface's own
-    rule (int truncation), so callers that pre-shrink an image get the same pixels."""
-    if height / width > 1.0:
-        return det_size, int(det_size / (height / width))
-    return int(det_size * (height / width)), det_size
 
 
 class RetinaFace:
-    def __init__(self, cfg: RetinaFaceConfig):
+    def __init__(self, cfg: RetinaFaceConfig, placement: Placement = Placement()):
         from insightface.model_zoo import get_model
 
         if cfg.det_size % 32:
             raise ValueError(f"det_size must be a multiple of 32, got {cfg.det_size}")
         self.cfg = cfg
-        self.runner = get_model(cfg.model_path, providers=providers(cfg.device),
-                                sess_options=session_options(cfg.num_threads))
+        self.runner = get_model(cfg.model_path, providers=providers(placement),
+                                sess_options=session_options(placement))
         if self.runner is None or getattr(self.runner, "taskname", "") != "detection":
             raise ValueError(f"{cfg.model_path} is not a RetinaFace/SCRFD detector export")
         if not self.runner.use_kps:
@@ -62,7 +56,7 @@ class RetinaFace:
         self.runner.prepare(0, input_size=(cfg.det_size, cfg.det_size),
                             det_thresh=cfg.det_thresh, nms_thresh=cfg.nms_thresh)
 
-    def predict(self, images: list[np.ndarray]) -> list[Detections]:
+    def predict(self, images: list[np.ndarray]) -> list[list[FaceLandmarks]]:
         results = []
         for image in images:
             canvas, scale = self._preprocess(image)
@@ -84,9 +78,9 @@ class RetinaFace:
         scores, boxes, kps = self.runner.forward(canvas_bgr, self.cfg.det_thresh)
         return scores, boxes, kps
 
-    def _postprocess(self, scores_list, boxes_list, kps_list, scale: float) -> Detections:
+    def _postprocess(self, scores_list, boxes_list, kps_list, scale: float) -> list[FaceLandmarks]:
         if sum(s.size for s in scores_list) == 0:
-            return Detections.empty(NUM_LANDMARKS)
+            return []
         scores = np.vstack(scores_list).ravel()
         boxes = np.vstack(boxes_list) / scale
         kps = np.vstack(kps_list) / scale
@@ -95,5 +89,6 @@ class RetinaFace:
         kps = kps[order]
         keep = self.runner.nms(pre)
         pre, kps = pre[keep], kps[keep]
-        return Detections(np.ascontiguousarray(pre[:, :4]), np.ascontiguousarray(pre[:, 4]),
-                          kps.reshape(-1, NUM_LANDMARKS, 2).astype(np.float32))
+        points = kps.reshape(-1, NUM_LANDMARKS, 2).astype(np.float32)
+        return [FaceLandmarks(box=np.ascontiguousarray(row[:4]), score=float(row[4]), points=pts, scheme=FIVE_POINT)
+                for row, pts in zip(pre, points)]

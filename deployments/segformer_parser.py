@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from deployments.types import ParseRequest
+from deployments.torch_runtime import inference, prepare, torch_device
+from deployments.types import ParseRequest, Placement
 
 CELEBAMASK_LABELS = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
@@ -25,19 +26,16 @@ CELEBAMASK_LABELS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SegFormerParserConfig:
     checkpoint_dir: str
-    device: str = "cpu"
-    num_threads: int = 1
 
 
 class SegFormerParser:
-    def __init__(self, cfg: SegFormerParserConfig):
+    def __init__(self, cfg: SegFormerParserConfig, placement: Placement = Placement()):
         from transformers import SegformerForSemanticSegmentation
 
-        if cfg.device == "cpu":
-            torch.set_num_threads(cfg.num_threads)
+        self.device = torch_device(placement)
         ckpt = Path(cfg.checkpoint_dir)
         prep = json.loads((ckpt / "preprocessor_config.json").read_text())
         size = prep.get("size", {"height": 512, "width": 512})
@@ -50,8 +48,7 @@ class SegFormerParser:
         # (x * scale - mean) / std folded into one multiply-add per pixel.
         self._mul = (scale / std).astype(np.float32)
         self._add = (-mean / std).astype(np.float32)
-        self.device = torch.device(cfg.device)
-        self.model = SegformerForSemanticSegmentation.from_pretrained(str(ckpt)).to(self.device).eval()
+        self.model = prepare(SegformerForSemanticSegmentation.from_pretrained(str(ckpt)), self.device)
         self.num_labels = int(self.model.config.num_labels)
 
     def predict(self, items: list[ParseRequest]) -> list[np.ndarray]:
@@ -74,14 +71,14 @@ class SegFormerParser:
         return np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2))
 
     def _forward(self, pixels: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
+        with inference():
             out = self.model(pixel_values=torch.from_numpy(pixels).to(self.device))
             return out.logits.float().softmax(dim=1).cpu()
 
     def _postprocess(self, probs: torch.Tensor, items: list[ParseRequest]) -> list[np.ndarray]:
         results = []
         for p, item in zip(probs.numpy(), items):
-            labels = [l for l in item.labels if 0 <= l < self.num_labels]
+            labels = [label for label in item.labels if 0 <= label < self.num_labels]
             face = p[labels].sum(axis=0) if labels else np.zeros(p.shape[1:], np.float32)
             h, w = item.roi.shape[:2]
             results.append(cv2.resize(face, (w, h), interpolation=cv2.INTER_LINEAR).clip(0, 1))

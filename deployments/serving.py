@@ -14,14 +14,16 @@ Seven models, one adapter: no per-model copy of this boilerplate.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ray import serve
 from ray.serve import metrics
+
+from deployments.types import Placement
 
 log = logging.getLogger("facegraph.serving")
 
@@ -40,27 +42,44 @@ class ModelError(RuntimeError):
     """A model could not process one item; raised to that item's caller only."""
 
 
-def runtime_placement() -> tuple[str, int]:
-    """(device, threads) for a model in this Ray worker: CUDA when Ray assigned a GPU,
-    threads = the CPUs Ray assigned (at least 1). Plain CPU/1 outside Ray."""
+def runtime_placement() -> Placement:
+    """Where a model in this Ray worker runs: CUDA when Ray assigned a GPU, threads =
+    the CPUs Ray assigned (at least 1). CPU with one thread outside Ray."""
     try:
         import ray
 
         if not ray.is_initialized():
-            return "cpu", 1
+            return Placement()
         assigned = ray.get_runtime_context().get_assigned_resources()
     except Exception:
-        return "cpu", 1
+        return Placement()
     device = "cuda" if assigned.get("GPU", 0) > 0 else "cpu"
-    return device, max(1, round(assigned.get("CPU", 1)))
+    return Placement(device=device, threads=max(1, round(assigned.get("CPU", 1))))
 
 
 def build_model(model_cls: type, cfg: Any) -> Any:
-    """Instantiate a model with device/threads filled in from Ray's assignment."""
-    device, threads = runtime_placement()
-    fields = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
-    updates = {k: v for k, v in (("device", device), ("num_threads", threads)) if k in fields}
-    return model_cls(dataclasses.replace(cfg, **updates) if updates else cfg)
+    """A model placed where Ray put this worker (the placement is an argument)."""
+    return model_cls(cfg, runtime_placement())
+
+
+def item_size_fn(model: Any) -> Callable[[Any], int]:
+    """How much work one item is for `model`: its `item_size(item)` (faces in a stack,
+    meshes) when it states one, else 1. Batches are capped in this unit."""
+    sized = getattr(model, "item_size", None)
+    return sized if callable(sized) else (lambda item: 1)
+
+
+class _Work:
+    """An item with its work size, as it waits in a @serve.batch queue."""
+
+    __slots__ = ("item", "size")
+
+    def __init__(self, item: Any, size: int):
+        self.item, self.size = item, size
+
+
+def _work_total(works: list[_Work]) -> int:
+    return sum(w.size for w in works)
 
 
 def predict_isolated(model: Any, items: list) -> list:
@@ -89,9 +108,13 @@ def predict_isolated(model: Any, items: list) -> list:
 class ModelServer:
     """A Serve replica around one model. Deployed under the model's class name."""
 
-    def __init__(self, model_cls: type, cfg: Any):
+    def __init__(self, model_cls: type, cfg: Any, weights: str = ""):
         self.name = model_cls.__name__
-        self.model = build_model(model_cls, cfg)
+        self.weights = weights
+        self.placement = runtime_placement()
+        self.model = model_cls(cfg, self.placement)
+        self.item_size = item_size_fn(self.model)
+        self.max_batch_size = 8
         self.batch_sizes: Counter[int] = Counter()
         tags = ("model",)
         self._m_batch = metrics.Histogram(
@@ -108,18 +131,22 @@ class ModelServer:
     def reconfigure(self, user_config: dict) -> None:
         # max_ongoing_requests must be >= max_batch_size or batches never fill; the
         # config test checks serve_config.yaml for that.
-        self._batched.set_max_batch_size(int(user_config.get("max_batch_size", 8)))
+        self.max_batch_size = int(user_config.get("max_batch_size", 8))
+        self._batched.set_max_batch_size(self.max_batch_size)
         self._batched.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.01)))
 
     async def __call__(self, item: Any) -> Any:
-        out = await self._batched(item)
+        # An item larger than a whole batch still runs, alone: its size is capped.
+        out = await self._batched(_Work(item, min(self.item_size(item), self.max_batch_size)))
         if isinstance(out, ItemFailed):
             raise ModelError(out.error)
         return out
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _batched(self, items: list) -> list:
+    # batch_size_fn: max_batch_size counts work (faces, meshes), not calls.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, batch_size_fn=_work_total)
+    async def _batched(self, works: list[_Work]) -> list:
         start = time.perf_counter()
+        items = [w.item for w in works]
         # A worker thread keeps the replica's event loop free to queue the next batch;
         # max_concurrent_batches=1 (the default) keeps one predict() at a time.
         out = await asyncio.to_thread(predict_isolated, self.model, items)
@@ -133,19 +160,26 @@ class ModelServer:
         """Batch sizes seen by this replica: {size: count} (for tests and debugging)."""
         return dict(self.batch_sizes)
 
+    def describe(self) -> dict[str, str]:
+        """What health routes show for this model: its weights and where it runs."""
+        backend = getattr(self.model, "backend", None)
+        return {"weights": self.weights, "device": self.placement.device, **({"backend": backend} if backend else {})}
 
-def model_deployment(model_cls: type, cfg: Any, **options: Any):
+
+def model_deployment(model_cls: type, cfg: Any, weights: str = "", **options: Any):
     """A bound Serve deployment named after the model class. Options given here are
     defaults; serve_config.yaml overrides them per deployment name."""
-    return ModelServer.options(name=model_cls.__name__, **options).bind(model_cls, cfg)
+    return ModelServer.options(name=model_cls.__name__, **options).bind(model_cls, cfg, weights)
 
 
 class LocalBatcher:
     """In-process stand-in for a deployment handle's `.remote`: calls awaited within a
-    short window are gathered into one `predict(list)`, one batch at a time."""
+    short window are gathered into one `predict(list)`, one batch at a time, of at most
+    `max_batch_size` work units (the model's `item_size`, as in Serve)."""
 
     def __init__(self, model: Any, max_batch_size: int = 32, wait_s: float = 0.002):
         self.model = model
+        self.item_size = item_size_fn(model)
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._pending: list[tuple[Any, asyncio.Future]] = []
@@ -168,12 +202,12 @@ class LocalBatcher:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._lock_loop is not loop:  # PipelineWorker runs a fresh loop per block
+        if self._lock_loop is not loop:  # one batcher may be used from several loops (tests)
             self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:
             self._flush_scheduled = False
             while self._pending:
-                chunk, self._pending = self._pending[: self.max_batch_size], self._pending[self.max_batch_size :]
+                chunk, self._pending = self._take_batch(self._pending)
                 items = [item for item, _ in chunk]
                 self.batch_sizes[len(items)] += 1
                 try:
@@ -185,6 +219,18 @@ class LocalBatcher:
                         fut.set_result(res)
 
 
+    def _take_batch(self, pending: list) -> tuple[list, list]:
+        """(the next batch, the rest): as many items as fit in max_batch_size work
+        units, and always at least one."""
+        total, n = 0, 0
+        for item, _ in pending:
+            size = self.item_size(item)
+            if n and total + size > self.max_batch_size:
+                break
+            total, n = total + size, n + 1
+        return pending[:n], pending[n:]
+
+
 ProcessFn = Callable[[dict, dict[str, Callable[[Any], Awaitable[Any]]]], Awaitable[dict]]
 
 
@@ -194,7 +240,8 @@ class PipelineWorker:
 
     Builds each model once per actor, then for every block runs `process(row, models)`
     concurrently over the rows so each model sees the whole block as one batch.
-    `process` must turn its own failures into an error field: no row is dropped."""
+    `process` must turn its own failures into an error field: no row is dropped.
+    `__call__` is async, so Ray Data keeps one event loop per actor for every block."""
 
     def __init__(self, models: dict[str, tuple[type, Any]], process: ProcessFn, max_batch_size: int = 32):
         self.models = {
@@ -203,14 +250,10 @@ class PipelineWorker:
         }
         self.process = process
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+    async def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         keys = list(batch)
         n = len(batch[keys[0]]) if keys else 0
         rows = [{k: batch[k][i] for k in keys} for i in range(n)]
-
-        async def run_all():
-            return await asyncio.gather(*(self.process(row, self.models) for row in rows))
-
-        out_rows = asyncio.run(run_all())
+        out_rows = await asyncio.gather(*(self.process(row, self.models) for row in rows))
         columns = list(out_rows[0]) if out_rows else []
         return {c: [r.get(c) for r in out_rows] for c in columns}

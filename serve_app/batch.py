@@ -4,6 +4,10 @@ and the same pipeline glue as the HTTP endpoints.
     python -m serve_app.batch face-mask --input DIR --output DIR [job options]
     python -m serve_app.batch --help           (lists the jobs)
 
+A job is a pipeline's spec (its parameters become the job's options; its models are
+built from the `models` block of --serve-config, the same file the server uses) plus
+how to write one input's outputs.
+
 Every file under --input (recursive, hidden files skipped) becomes one row of
 <output>/results.jsonl: {"path", "error", ...job fields}. A corrupt or non-image file
 is an error row, never a crashed job. Re-running skips inputs whose row has no error
@@ -19,11 +23,14 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from serve_app import spec as specs
 from serve_app.errors import ApiError
+from serve_app.settings import REPO_ROOT
 
 log = logging.getLogger("facegraph.batch")
 RESULTS_FILE = "results.jsonl"
@@ -34,23 +41,44 @@ Models = dict[str, Callable[[Any], Awaitable[Any]]]
 class BatchJob:
     """How a pipeline plugs into the runner.
 
-    models(args)  -> {key: (ModelClass, config)}; built once per Ray Data actor.
-    options(args) -> plain dict handed to every `process` call (must pickle).
+    spec: the pipeline's spec; its parameters are the job's options and arrive, built
+        and validated, as options["params"]; its models are built once per actor.
     process(path, models, options) -> dict of job fields for one input; raise
         ApiError (or anything) to make it an error row. `path` is absolute; write
         outputs under options["output"] and list them in an "outputs" field.
+    add_arguments / options(args) -> dict: the job's own options beyond the pipeline's
+        parameters (which images to write, the SAM2 service); must pickle.
     finalize(rows, output, args): optional dataset-wide step after all rows are in
         (e.g. de-duplication across the whole dataset).
     """
 
     name: str
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    models: Callable[[argparse.Namespace], dict[str, tuple[type, Any]]]
-    options: Callable[[argparse.Namespace], dict]
+    spec: specs.PipelineSpec
     process: Callable[[Path, Models, dict], Awaitable[dict]]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    options: Callable[[argparse.Namespace], dict] | None = None
     finalize: Callable[[list[dict], Path, argparse.Namespace], None] | None = None
     aliases: tuple[str, ...] = ()
+
+
+def job_models(job: BatchJob, args: argparse.Namespace) -> dict[str, tuple[type, Any]]:
+    """{pipeline key: (model class, config)} from the serve config's `models` block,
+    with any --asset MODEL=ASSET on top."""
+    from serve_app.model_tier import ModelArgs, model_config, serve_config_models
+
+    blocks = serve_config_models(args.serve_config)
+    for override in args.asset or []:
+        name, _, asset = override.partition("=")
+        if not asset:
+            raise SystemExit(f"error: --asset takes MODEL=ASSET, not {override!r}")
+        blocks[name] = (blocks.get(name) or ModelArgs()).model_copy(update={"asset": asset})
+    models = {}
+    for key, name in job.spec.models.items():
+        cls, cfg, weights = model_config(name, blocks.get(name))
+        print(f"  {name}: {weights}")
+        models[key] = (cls, cfg)
+    return models
 
 
 def output_path(output: Path, rel: str, suffix: str) -> Path:
@@ -62,7 +90,10 @@ def output_path(output: Path, rel: str, suffix: str) -> Path:
 
 
 async def _run_one(row: dict, models: Models, process, options: dict) -> dict:
-    """Wraps a job's process so every input yields exactly one row."""
+    """Wraps a job's process so every input yields exactly one row. The job's fields
+    travel as one JSON string: Ray Data infers an Arrow schema per block, and nested
+    per-face lists with nulls in some rows and values in others do not unify across
+    blocks; one string column always does."""
     rel = row["rel"]
     try:
         fields = await process(Path(row["path"]), models, options)
@@ -108,6 +139,9 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     from deployments.serving import PipelineWorker
 
     input_dir, output = Path(args.input).resolve(), Path(args.output).resolve()
+    # Options first: a bad value stops the job before any work, with one line.
+    options = dict(job.options(args) if job.options else {}, params=specs.from_arguments(job.spec.params, args),
+                   input=str(input_dir), output=str(output))
     output.mkdir(parents=True, exist_ok=True)
     previous = load_results(output)
     inputs = list_inputs(input_dir)
@@ -117,12 +151,11 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     if todo:
         if not ray.is_initialized():
             ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
-        options = dict(job.options(args), output=str(output))
         process = functools.partial(_run_one, process=job.process, options=options)
         ds = ray.data.from_items([{"path": str(input_dir / rel), "rel": rel} for rel in todo])
         ds = ds.map_batches(
             PipelineWorker,
-            fn_constructor_kwargs={"models": job.models(args), "process": process},
+            fn_constructor_kwargs={"models": job_models(job, args), "process": process},
             batch_size=args.batch_size, compute=ray.data.ActorPoolStrategy(size=args.workers),
             num_cpus=args.cpus_per_worker,
         )
@@ -178,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cpus-per-worker", type=float, default=1.0)
         p.add_argument("--batch-size", type=int, default=8, help="images per block; models batch across them")
         p.add_argument("--address", default=None, help="Ray cluster address (default: start or find a local one)")
-        job.add_arguments(p)
+        p.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"),
+                       help="serve config whose `models` block configures the models [default: %(default)s]")
+        p.add_argument("--asset", action="append", metavar="MODEL=ASSET",
+                       help="use other weights for a model, e.g. SegFormerParser=segformer-parser-tiny (repeatable)")
+        specs.add_arguments(p.add_argument_group("pipeline parameters"), job.spec.params)
+        if job.add_arguments:
+            job.add_arguments(p)
     args = parser.parse_args(argv)
     rows = run_job(registry[args.job], args)
     return 0 if rows is not None else 1

@@ -82,6 +82,59 @@ class _PrefixRootIsIndex:
         await self.app(scope, receive, send)
 
 
+class LazyCORS:
+    """CORS for ALLOWED_ORIGINS, read on the first request (in the replica, never at
+    import). No origins configured: no CORS headers at all."""
+
+    def __init__(self, app):
+        self.app = app
+        self._cors = None
+
+    async def __call__(self, scope, receive, send):
+        if self._cors is None:
+            from starlette.middleware.cors import CORSMiddleware
+
+            self._cors = CORSMiddleware(
+                self.app, allow_origins=list(settings().allowed_origins), allow_methods=["GET", "POST"],
+                allow_headers=["Content-Type", "X-Request-ID"], expose_headers=["X-Request-ID"])
+        await self._cors(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse a body over `limit()` bytes with the shared 413 shape: at once from its
+    declared Content-Length, else while it streams in (the limit is read per request,
+    from settings, not at import)."""
+
+    def __init__(self, app, limit):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit()
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._refuse(scope, send, f"the request body is {int(declared)} bytes; the limit is {limit}")
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise errors.too_large(f"the request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    @staticmethod
+    async def _refuse(scope, send, message: str):
+        rid = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        body = JSONResponse({"error": "too_large", "message": message, "request_id": rid or uuid.uuid4().hex},
+                            status_code=413)
+        await body(scope, None, send)
+
+
 def create_app(endpoint: str, title: str) -> tuple[FastAPI, EndpointMetrics]:
     app = FastAPI(title=title)
     app.add_middleware(_PrefixRootIsIndex)

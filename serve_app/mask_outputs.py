@@ -59,3 +59,13 @@ def write_outputs(image: np.ndarray, mask: np.ndarray, kinds, output: Path, rel:
         target.write_bytes(encode_png(pixels))
         written[kind] = str(target.relative_to(output))
     return written
+
+
+def add_output_arguments(parser) -> None:
+    """The mask jobs' choice of images, besides the mask that is always written."""
+    parser.add_argument("--rgba", action="store_true", help="also write <rel>.rgba.png")
+    parser.add_argument("--overlay", action="store_true", help="also write <rel>.overlay.png")
+
+
+def output_kinds(args) -> frozenset[str]:
+    return frozenset({"mask"} | {k for k in ("rgba", "overlay") if getattr(args, k)})

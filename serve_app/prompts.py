@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from serve_app.geometry import clip_box, expand_box
+from deployments.geometry import clip_box, expand_box
 
 GRID = 32  # candidate grid per side over the polygon's box
 EDGE_MARGIN = 0.1  # keep positives this fraction of the face size inside the oval
@@ -30,7 +30,7 @@ class FacePrompt:
     def as_lists(self) -> tuple[list[int], list[list[float]]]:
         return list(self.box), [[x, y, label] for x, y, label in self.points]
 
-    def shifted(self, dx: int, dy: int) -> "FacePrompt":
+    def shifted(self, dx: int, dy: int) -> FacePrompt:
         """The same prompt in a crop whose top-left corner is (dx, dy)."""
         x1, y1, x2, y2 = self.box
         return FacePrompt((x1 - dx, y1 - dy, x2 - dx, y2 - dy),

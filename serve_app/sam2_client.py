@@ -27,15 +27,16 @@ import base64
 import json
 import logging
 import time
-from dataclasses import dataclass, fields, replace
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from serve_app.imaging import encode_png
 from serve_app.prompts import FacePrompt
-from serve_app.settings import Settings, settings
+from serve_app.sam2_config import Sam2Config
 
 log = logging.getLogger("facegraph.sam2")
 
@@ -61,53 +62,6 @@ UNAVAILABLE = (UNREACHABLE, TIMEOUT, SERVER_ERROR)
 
 class InvalidResponse(ValueError):
     """The service answered 2xx with something that is not an accepted mask format."""
-
-
-@dataclass(frozen=True)
-class Sam2Config:
-    url: str = ""
-    api_key: str = ""
-    image_field: str = "image_base64"
-    points_field: str = "points"
-    box_field: str = "box"
-    multimask_field: str = "multimask"
-    return_prob_field: str = "return_prob"
-    timeout_s: float = 10.0
-    retries: int = 2
-    concurrency: int = 4
-    send: str = "image"  # "image": one encode per request; "crop": a crop per face
-    # After this many unavailable answers in a row (0: never), stop calling for
-    # breaker_cooldown_s and fall back at once, instead of every request paying the
-    # retries or the full timeout against a service that is down.
-    breaker_failures: int = 5
-    breaker_cooldown_s: float = 30.0
-
-    def __post_init__(self):
-        if self.url and not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"SAM2_URL must be an http:// or https:// URL, not {self.url!r}")
-        if self.send not in ("image", "crop"):
-            raise ValueError(f"SAM2_SEND must be 'image' or 'crop', not {self.send!r}")
-        if self.timeout_s <= 0 or self.retries < 0 or self.concurrency < 1:
-            raise ValueError("SAM2 timeout must be > 0, retries >= 0, concurrency >= 1")
-        if self.breaker_failures < 0 or self.breaker_cooldown_s < 0:
-            raise ValueError("SAM2 breaker settings must be >= 0")
-
-    @staticmethod
-    def from_settings(s: Settings | None = None, **overrides: Any) -> "Sam2Config":
-        """The SAM2_* settings, with any override that is not None on top."""
-        s = s or settings()
-        base = Sam2Config(
-            url=s.sam2_url, api_key=s.sam2_api_key, image_field=s.sam2_image_field,
-            points_field=s.sam2_points_field, box_field=s.sam2_box_field,
-            multimask_field=s.sam2_multimask_field, return_prob_field=s.sam2_return_prob_field,
-            timeout_s=s.sam2_timeout_s, retries=s.sam2_retries, concurrency=s.sam2_concurrency,
-            send=s.sam2_send,
-        )
-        known = {f.name for f in fields(Sam2Config)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise TypeError(f"unknown SAM2 options: {sorted(unknown)}")
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -186,7 +140,7 @@ class Sam2Client:
         remaining = deadline - asyncio.get_running_loop().time()
         try:
             outcome = await asyncio.wait_for(work, max(remaining, 0.001))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             outcome = _fallback(TIMEOUT, f"no usable answer within {self.cfg.timeout_s:g} s")
         except Exception as exc:  # SAM2 trouble must never fail the request
             log.exception("SAM2 call failed on our side")

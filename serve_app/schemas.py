@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app import display
+from serve_app.pipelines.face_extract import FaceExtractParams
 
 
 class ErrorResponse(BaseModel):
@@ -25,7 +28,7 @@ class FaceMaskResponse(BaseModel):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class HealthResponse(BaseModel):
@@ -38,17 +41,36 @@ class HealthResponse(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict, description="/ready: deployment -> ok or the problem")
 
 
+class RootHealthResponse(BaseModel):
+    """GET /healthz: the whole graph at a glance."""
+
+    status: str = Field(description="ok | degraded")
+    timestamp: str = Field(default_factory=now_iso, description="UTC, ISO 8601")
+    version: str
+    applications: dict[str, str] = Field(description="application -> Serve status (RUNNING, DEPLOYING, ...)")
+    models: dict[str, dict[str, str]] = Field(description="model deployment -> weights, device (and any problem)")
+
+
 # POST /v1/face-mask-sam2
 
 
 class FaceMaskSource(BaseModel):
     box: list[float] = Field(description="the face oval's box [x1, y1, x2, y2] (same as boxes[i])")
     prompt_box: list[int] = Field(description="the grown, clipped box sent to SAM2 as its box prompt")
+    meshed: bool = Field(True, description="false: FaceMesh could not place this face (too small, turned away); "
+                                           "its outline is the ellipse in the detector box")
     mask_source: Literal["sam2", "polygon"] = Field(
         description="sam2: the SAM2 service's mask; polygon: the filled FaceMesh face oval")
     fallback_reason: str | None = Field(
         None, description="why the polygon was used: not_configured, unreachable, timeout, server_error, "
                           "auth_refused, rejected, invalid_response, empty_mask, client_error")
+
+
+    @staticmethod
+    def of(face) -> "FaceMaskSource":
+        """From the pipeline's FaceSource, rounded for display."""
+        return FaceMaskSource(box=display.box(face.box), prompt_box=face.prompt_box, meshed=face.meshed,
+                              mask_source=face.mask_source, fallback_reason=face.fallback_reason)
 
 
 class FaceMaskSam2Response(FaceMaskResponse):
@@ -67,14 +89,11 @@ class ImageInput(BaseModel):
     image_base64: str | None = Field(None, description="raw base64 or a data: URI")
 
 
-class ExtractFacesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ExtractFacesRequest(FaceExtractParams):
+    """The images, plus the pipeline's parameters (serve_app/pipelines/face_extract.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     images: list[ImageInput] = Field(description="at most MAX_IMAGES_PER_REQUEST entries")
-    similarity_threshold: float = Field(
-        0.4, ge=-1.0, le=1.0,
-        description="cosine similarity at or above which two faces are the same person")
-    min_face_size: float = Field(20.0, ge=0.0,
-                                 description="faces whose shorter box side is smaller (pixels) are dropped")
 
 
 class DuplicateFace(BaseModel):

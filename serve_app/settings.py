@@ -1,7 +1,7 @@
 """Runtime settings, all from environment variables (documented in the README).
 
-Read once per process with `settings()`; tests override by setting the variables
-before the process (or Ray worker) starts.
+Read when first used (never at import) with `settings()`, then kept for the process;
+tests override by setting the variables before the process (or Ray worker) starts.
 """
 
 from __future__ import annotations
@@ -55,21 +55,10 @@ class Settings:
     url_connect_timeout_s: float
     url_read_timeout_s: float
     url_max_redirects: int
-    # External SAM2 service (unset URL: polygon fallback).
-    sam2_url: str
-    sam2_api_key: str
-    sam2_image_field: str
-    sam2_points_field: str
-    sam2_box_field: str
-    sam2_multimask_field: str
-    sam2_return_prob_field: str
-    sam2_timeout_s: float
-    sam2_retries: int
-    sam2_concurrency: int
-    sam2_send: str  # "image": the image once per request; "crop": a crop around each face
+    # The external SAM2 service's settings live in serve_app/sam2_config.py.
 
     @staticmethod
-    def from_env() -> "Settings":
+    def from_env() -> Settings:
         return Settings(
             assets_dir=_str("FACEGRAPH_ASSETS_DIR", ""),
             assets_cache=_str("FACEGRAPH_ASSETS_CACHE", str(REPO_ROOT / ".assets")),
@@ -88,17 +77,6 @@ class Settings:
             url_connect_timeout_s=_float("URL_FETCH_CONNECT_TIMEOUT", 5.0),
             url_read_timeout_s=_float("URL_FETCH_READ_TIMEOUT", 10.0),
             url_max_redirects=_int("URL_FETCH_MAX_REDIRECTS", 3),
-            sam2_url=_str("SAM2_URL", ""),
-            sam2_api_key=_str("SAM2_API_KEY", ""),
-            sam2_image_field=_str("SAM2_IMAGE_FIELD", "image_base64"),
-            sam2_points_field=_str("SAM2_POINTS_FIELD", "points"),
-            sam2_box_field=_str("SAM2_BOX_FIELD", "box"),
-            sam2_multimask_field=_str("SAM2_MULTIMASK", "multimask"),
-            sam2_return_prob_field=_str("SAM2_RETURN_PROB", "return_prob"),
-            sam2_timeout_s=_float("SAM2_TIMEOUT", 10.0),
-            sam2_retries=_int("SAM2_RETRIES", 2),
-            sam2_concurrency=_int("SAM2_CONCURRENCY", 4),
-            sam2_send=_str("SAM2_SEND", "image"),
         )
 
 

@@ -23,8 +23,8 @@ import functools
 import ipaddress
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 from urllib.parse import urljoin
 
 import httpx
@@ -46,7 +46,7 @@ class FetchPolicy:
     max_bytes: int = 20 * 1024 * 1024
 
     @staticmethod
-    def from_settings() -> "FetchPolicy":
+    def from_settings() -> FetchPolicy:
         s = settings()
         return FetchPolicy(s.url_allowlist, s.url_connect_timeout_s, s.url_read_timeout_s,
                            s.url_max_redirects, s.max_image_bytes)
@@ -115,7 +115,7 @@ class UrlFetcher:
         self.resolve = resolve
         self._client: httpx.AsyncClient | None = None
 
-    async def __aenter__(self) -> "UrlFetcher":
+    async def __aenter__(self) -> UrlFetcher:
         p = self.policy
         self._client = httpx.AsyncClient(
             # trust_env=False: no proxy from the environment may route around the checks.

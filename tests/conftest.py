@@ -1,14 +1,16 @@
-"""Shared fixtures. Graph tests share one local Ray cluster and one Serve HTTP proxy
-(on a free port of 127.0.0.1) for the whole session; each app module deploys its app
-once and deletes it when done."""
+"""Shared fixtures. Graph tests share one local Ray cluster, one Serve HTTP proxy (on a
+free port of 127.0.0.1) and one model tier (the `models` application with the test
+weights) for the whole session; each app module deploys its thin ingress app once and
+deletes it when done."""
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 # Settings read by every process, Ray workers included: set before Ray starts so the
 # workers inherit them. Small limits let graph tests build oversize inputs cheaply.
@@ -25,10 +27,15 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The model tier the graph tests share: test weights where the production ones are
+# not here, small fractions of a CPU each.
+TEST_MODELS = {
+    "LBPDetector": {"asset": "lbp-detector-cascade"},
+    "SegFormerParser": {"asset": "segformer-parser-tiny"},
+    "FaceMesh": {"config": {"max_num_faces": 5}},
+    "RetinaFace": {"asset": "retinaface-det-500m"},
+    "ArcFace": {"asset": "arcface-mobilefacenet-128d"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +79,20 @@ def serve_url(ray_cluster) -> str:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model_tier(serve_url) -> dict:
+    """The `models` application (every model deployment, shared by the apps under
+    test), up for the whole session. -> {"healthz": its URL}"""
+    from ray import serve
+
+    from serve_app.apps.models import ModelsArgs, build
+    from serve_app.model_tier import MODEL_APP
+
+    serve.run(build(ModelsArgs(models=TEST_MODELS)), name=MODEL_APP, route_prefix="/healthz")
+    for name in TEST_MODELS:
+        handle = serve.get_deployment_handle(name, MODEL_APP)
+        handle.describe.remote().result(timeout_s=120)
+    yield {"healthz": f"{serve_url}/healthz"}
+    serve.delete(MODEL_APP)

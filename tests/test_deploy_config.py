@@ -37,8 +37,9 @@ def test_model_deployments_batch_and_fit_on_two_cores():
         actor = dep.get("ray_actor_options", {})
         assert 0 < actor.get("num_cpus", 1) < 1, f"{dep['name']}: give it a fractional num_cpus"
         scaling = dep.get("autoscaling_config")
-        assert scaling and scaling["min_replicas"] <= scaling["max_replicas"], dep["name"]
-        cpus_at_min += actor["num_cpus"] * scaling["min_replicas"]
+        if scaling:
+            assert scaling["min_replicas"] <= scaling["max_replicas"], dep["name"]
+        cpus_at_min += actor["num_cpus"] * (scaling["min_replicas"] if scaling else dep.get("num_replicas", 1))
         if dep["name"] in MODEL_DEPLOYMENTS:
             batch = dep["user_config"]["max_batch_size"]
             assert dep["max_ongoing_requests"] >= batch, f"{dep['name']}: batches would never fill"
@@ -49,12 +50,32 @@ def test_model_deployments_batch_and_fit_on_two_cores():
 def test_deployment_names_are_ingress_or_model_class_names():
     from ray import serve
 
+    from serve_app.model_tier import MODEL_APP, MODELS
+
     for app in SERVE_CONFIG["applications"]:
         mod = importlib.import_module(app["import_path"].partition(":")[0])
         ingresses = {o.name for o in vars(mod).values() if isinstance(o, serve.Deployment)}
-        models = {o.__name__ for o in vars(mod).values() if inspect.isclass(o) and o.__name__ in MODEL_DEPLOYMENTS}
+        models = set(MODELS) if app["name"] == MODEL_APP else set()
         configured = {d["name"] for d in app.get("deployments", [])}
         assert configured <= ingresses | models, f"{app['name']}: {configured - ingresses - models} match no class"
+
+
+def test_one_model_tier_serves_every_pipeline():
+    """Every model is configured once, in the `models` application, with a deployment
+    block; pipeline applications hold only their ingress; every model a pipeline's
+    spec names is served there."""
+    from serve_app.model_tier import MODEL_APP, serve_config_models
+
+    apps = {a["name"]: a for a in SERVE_CONFIG["applications"]}
+    served = serve_config_models(ROOT / "serve_config.yaml")
+    model_blocks = {d["name"] for d in apps[MODEL_APP]["deployments"]} & MODEL_DEPLOYMENTS
+    assert set(served) == model_blocks, "every served model needs its deployments block, and vice versa"
+    for name, app in apps.items():
+        if name == MODEL_APP:
+            continue
+        assert not {d["name"] for d in app.get("deployments", [])} & MODEL_DEPLOYMENTS, f"{name} binds its own model"
+        spec = importlib.import_module(f"serve_app.pipelines.{name}").SPEC
+        assert spec.name == name and set(spec.models.values()) <= set(served), name
 
 
 def crd_schema(name: str) -> dict:
@@ -95,6 +116,9 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     source = (ROOT / "serve_app" / "settings.py").read_text()
     names = set(re.findall(r'_(?:str|int|float|csv)\("([A-Z0-9_]+)"', source))
+    from serve_app.sam2_config import Sam2Config
+
+    names |= set(Sam2Config.env_names().values())
     assert names and not [n for n in sorted(names) if f"`{n}`" not in readme]
 
 

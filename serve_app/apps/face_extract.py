@@ -12,39 +12,32 @@ pipeline glue with the two model handles.
 
 import asyncio
 import contextlib
-import dataclasses
 import time
-from typing import Optional
 
 from fastapi import Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from deployments.arcface import ArcFace, ArcFaceConfig
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
-from deployments.serving import model_deployment
-from serve_app import __version__, errors
-from serve_app.apps.ingress import guarded, model_call
-from serve_app.assets import resolve_for_serving
-from serve_app.http import create_app, request_id
+from serve_app import display, errors
+from serve_app.apps.ingress import ModelCalls, add_health_routes, guarded
+from serve_app.http import BodyLimit, LazyCORS, create_app, request_id
 from serve_app.imaging import data_uri, decode_base64, decode_image
-from serve_app.pipelines.face_extract import Extraction, ExtractParams, extract_faces
-from serve_app.schemas import (DuplicateFace, ExtractedFace, ExtractFacesRequest, ExtractFacesResponse,
-                               HealthResponse, ImageError, ImageInput)
+from serve_app.pipelines.face_extract import SPEC, Extraction, FaceExtractParams, extract_faces
+from serve_app.schemas import (
+    DuplicateFace,
+    ExtractedFace,
+    ExtractFacesRequest,
+    ExtractFacesResponse,
+    ImageError,
+    ImageInput,
+)
 from serve_app.settings import settings
 from serve_app.url_fetch import UrlFetcher
 
-READY_TIMEOUT_S = 5.0
-
-app, endpoint_metrics = create_app("face_extract", "FaceGraph: face extraction")
-# Read in each replica when it imports this module; no origins = no CORS headers at all.
-app.add_middleware(
-    CORSMiddleware, allow_origins=list(settings().allowed_origins), allow_methods=["GET", "POST"],
-    allow_headers=["Content-Type", "X-Request-ID"], expose_headers=["X-Request-ID"],
-)
+app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face extraction")
+app.add_middleware(LazyCORS)
+calls = ModelCalls(SPEC.models)
+add_health_routes(app, lambda: calls)
 
 
 def max_body_bytes() -> int:
@@ -52,6 +45,10 @@ def max_body_bytes() -> int:
     base64, plus room for the JSON around them."""
     s = settings()
     return s.max_images_per_request * (s.max_image_bytes * 4 // 3 + 64) + 1024 * 1024
+
+
+# Counted while the body streams in, before FastAPI parses the JSON.
+app.add_middleware(BodyLimit, limit=max_body_bytes)
 
 
 def check_images(images: list[ImageInput]) -> None:
@@ -94,14 +91,13 @@ def build_response(result: Extraction, rid: str, start: float) -> ExtractFacesRe
         f = faces[k]
         dups = [faces[j] for j in merged.get(k, [])]
         out.append(ExtractedFace(
-            face_id=f.face_id, image_index=f.image_index, bbox=[round(float(v), 2) for v in f.bbox],
-            landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
-            confidence=round(f.score, 4), embedding=f.embedding.tolist(),
-            headshot_base64=data_uri(f.headshot_jpeg, "image/jpeg"),
+            face_id=f.face_id, image_index=f.image_index, bbox=display.box(f.bbox),
+            landmarks=display.points(f.landmarks), confidence=display.score(f.score),
+            embedding=f.embedding.tolist(), headshot_base64=data_uri(f.headshot_jpeg, "image/jpeg"),
             duplicate_ids=[d.face_id for d in dups],
-            duplicates=[DuplicateFace(face_id=d.face_id, image_index=d.image_index,
-                                      bbox=[round(float(v), 2) for v in d.bbox], confidence=round(d.score, 4),
-                                      similarity=round(float(dedup.similarity[j]), 4))
+            duplicates=[DuplicateFace(face_id=d.face_id, image_index=d.image_index, bbox=display.box(d.bbox),
+                                      confidence=display.score(d.score),
+                                      similarity=display.score(dedup.similarity[j]))
                         for j, d in zip(merged.get(k, []), dups)],
         ))
     return ExtractFacesResponse(
@@ -112,97 +108,46 @@ def build_response(result: Extraction, rid: str, start: float) -> ExtractFacesRe
     )
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
 class FaceExtractIngress:
-    def __init__(self, detector: DeploymentHandle, recogniser: DeploymentHandle, models: dict[str, str],
-                 params: ExtractParams, request_timeout_s: Optional[float] = None):
-        self.handles = {"RetinaFace": detector, "ArcFace": recogniser}
-        self.detect = model_call(detector)
-        self.embed = model_call(recogniser)
-        self.models = models
-        self.params = params
-        self.request_timeout_s = request_timeout_s or settings().request_timeout_s
-
-    @app.get("/health", response_model=HealthResponse)
-    async def health(self) -> HealthResponse:
-        return HealthResponse(status="ok", version=__version__, models=self.models)
-
-    @app.get("/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-    async def ready(self):
-        async def check(handle: DeploymentHandle) -> str:
-            try:
-                await asyncio.wait_for(handle.batch_stats.remote(), READY_TIMEOUT_S)
-                return "ok"
-            except asyncio.TimeoutError:
-                return f"no answer within {READY_TIMEOUT_S:g} s"
-            except Exception as exc:  # not deployed yet, replica dead, ...
-                return f"unavailable: {type(exc).__name__}"
-
-        results = await asyncio.gather(*(check(h) for h in self.handles.values()))
-        checks = dict(zip(self.handles, results))
-        ok = all(r == "ok" for r in results)
-        body = HealthResponse(status="ok" if ok else "not_ready", version=__version__, models=self.models,
-                              checks=checks)
-        return body if ok else JSONResponse(body.model_dump(), status_code=503)
+    def __init__(self, args: "FaceExtractArgs"):
+        self.models = calls.calls()
+        self.max_concurrent_images = args.max_concurrent_images
+        self.request_timeout_s = args.request_timeout_s
 
     @app.post("/extract-faces", response_model=ExtractFacesResponse,
-              responses={400: {}, 408: {}, 413: {}, 422: {}, 500: {}, 503: {}},
-              # Counted while the body streams in, before FastAPI parses the JSON.
-              max_body_size=max_body_bytes())
+              responses={400: {}, 408: {}, 413: {}, 422: {}, 500: {}, 503: {}})
     async def extract_faces(self, request: Request, body: ExtractFacesRequest) -> ExtractFacesResponse:
         start = time.perf_counter()
         check_images(body.images)
-        params = dataclasses.replace(self.params, similarity_threshold=body.similarity_threshold,
-                                     min_face_size=body.min_face_size)
+        params = FaceExtractParams(**body.model_dump(include=set(FaceExtractParams.model_fields)))
         needs_fetch = any(entry.image_url is not None for entry in body.images)
+        timeout_s = self.request_timeout_s or settings().request_timeout_s
 
         async def run() -> Extraction:
             async with (UrlFetcher() if needs_fetch else contextlib.nullcontext()) as fetcher:
                 loaders = [base64_loader(e.image_base64) if e.image_base64 is not None
                            else url_loader(e.image_url, fetcher) for e in body.images]
-                return await extract_faces(loaders, params, self.detect, self.embed)
+                return await extract_faces(loaders, params, **self.models,
+                                           max_concurrent_images=self.max_concurrent_images)
 
         # The deadline covers fetching, decoding and every model call; over it the work
         # is cancelled (fetches closed, queued model calls withdrawn) and the client gets 408.
         result = await guarded(
-            run(), self.request_timeout_s,
-            errors.ApiError(408, "request_timeout", f"the request took longer than {self.request_timeout_s:g} s"),
-        )
+            run(), timeout_s, errors.ApiError(408, "request_timeout", f"the request took longer than {timeout_s:g} s"))
         response = await asyncio.to_thread(build_response, result, request_id(request), start)
         endpoint_metrics.faces(response.unique_faces)
         return response
 
 
 class FaceExtractArgs(BaseModel):
-    """Builder arguments (serve_config.yaml `args`). Asset names resolve through
-    assets/manifest.yaml (stand-ins only with FACEGRAPH_ALLOW_STAND_INS=1)."""
+    """Builder arguments (serve_config.yaml `args`). The detector's and recogniser's
+    weights and thresholds are configured in the `models` application."""
 
-    detector_asset: str = "retinaface-det-10g"
-    recogniser_asset: str = "arcface-w600k-r50"
-    det_size: int = Field(640, ge=32, le=2048, description="detector letterbox side, a multiple of 32")
-    det_thresh: float = Field(0.5, ge=0.0, le=1.0)
-    nms_thresh: float = Field(0.4, ge=0.0, le=1.0)
-    max_concurrent_images: int = Field(8, ge=1, description="images of one request decoded and detected at once")
-    request_timeout_s: Optional[float] = Field(None, gt=0, description="default: REQUEST_TIMEOUT")
-
-    @field_validator("det_size")
-    @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError("det_size must be a multiple of 32")
-        return v
+    max_concurrent_images: int = Field(8, ge=1, le=64, description="images of one request decoded and detected at once")
+    request_timeout_s: float | None = Field(None, gt=0, description="default: REQUEST_TIMEOUT")
 
 
 def build(args: FaceExtractArgs) -> serve.Application:
-    detector_asset, detector_path = resolve_for_serving(args.detector_asset)
-    recogniser_asset, recogniser_path = resolve_for_serving(args.recogniser_asset)
-    detector_cfg = RetinaFaceConfig(str(detector_path), args.det_size, args.det_thresh, args.nms_thresh)
-    params = ExtractParams(det_size=args.det_size, max_concurrent_images=args.max_concurrent_images)
-    return FaceExtractIngress.bind(
-        model_deployment(RetinaFace, detector_cfg),
-        model_deployment(ArcFace, ArcFaceConfig(str(recogniser_path))),
-        {"RetinaFace": detector_asset, "ArcFace": recogniser_asset},
-        params,
-        args.request_timeout_s,
-    )
+    return FaceExtractIngress.bind(args)

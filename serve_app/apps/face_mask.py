@@ -1,84 +1,51 @@
-"""Application `face_mask`: POST /v1/face-mask (cartoon/anime face mask).
+"""Application `face_mask`: POST /v1/face-mask (cartoon/anime face mask), GET
+/v1/face-mask/health and /ready.
 
-Graph: FaceMaskIngress -> LBPDetector, SegFormerParser (each its own autoscaled
-deployment; resources and batch sizes live in serve_config.yaml).
+Graph: FaceMaskIngress -> LBPDetector, SegFormerParser (model-tier deployments, shared
+with every other endpoint that uses them; see serve_app/apps/models.py).
 """
 
-# No `from __future__ import annotations` here: Serve reads the builder's real
-# annotation to turn serve_config.yaml `args` into FaceMaskArgs.
+# No `from __future__ import annotations` here: FastAPI and Serve read the real
+# annotations (the form model, the builder's args).
 
-import asyncio
+from typing import Annotated
 
-from fastapi import File, Form, Request, UploadFile
+from fastapi import Form, Request
 from pydantic import BaseModel
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
-from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
-from deployments.serving import model_deployment
-from serve_app import __version__
-from serve_app.apps.ingress import decoded_upload, model_call, within_request_timeout
-from serve_app.assets import resolve_for_serving
+from serve_app import display
+from serve_app.apps import ingress
 from serve_app.http import create_app, request_id
-from serve_app.mask_outputs import encode_outputs, parse_outputs
-from serve_app.pipelines.face_mask import FaceMaskParams, face_mask
-from serve_app.schemas import FaceMaskResponse, HealthResponse
+from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
+from serve_app.schemas import FaceMaskResponse
 
-app, endpoint_metrics = create_app("face_mask", "FaceGraph: cartoon face mask")
+# The multipart form: the pipeline's parameters (one model, serve_app/spec.py) and `outputs`.
+MaskForm = Annotated[ingress.mask_form(FaceMaskParams), Form()]
+app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: cartoon face mask")
+calls = ingress.ModelCalls(SPEC.models)
+ingress.add_health_routes(app, lambda: calls)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
 class FaceMaskIngress:
-    def __init__(self, detector: DeploymentHandle, parser: DeploymentHandle, models: dict[str, str]):
-        self.detect = model_call(detector)
-        self.parse = model_call(parser)
-        self.models = models
+    def __init__(self):
+        self.models = calls.calls()
 
-    @app.get("/healthz", response_model=HealthResponse)
-    async def healthz(self) -> HealthResponse:
-        return HealthResponse(status="ok", version=__version__, models=self.models)
-
-    @app.post("/", response_model=FaceMaskResponse, responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}, 504: {}})
-    async def face_mask(
-        self,
-        request: Request,
-        image: UploadFile = File(..., description="PNG, JPEG, WebP, BMP, TIFF or GIF (first frame)"),
-        include_hair: bool = Form(False),
-        use_crf: bool = Form(False),
-        max_size: int = Form(448, ge=32, le=2048, description="longest side of each face ROI fed to the parser"),
-        expand: float = Form(0.15, ge=0.0, le=2.0, description="ROI growth around each detected box"),
-        threshold: float = Form(0.5, ge=0.0, le=1.0),
-        outputs: str = Form("mask,rgba,overlay", description="which images to return: mask, rgba, overlay"),
-    ) -> FaceMaskResponse:
-        wanted = parse_outputs(outputs)
-        rgb = await decoded_upload(request, image)
-        params = FaceMaskParams(include_hair, use_crf, max_size, expand, threshold)
-        result = await within_request_timeout(face_mask(rgb, params, self.detect, self.parse), "the face mask")
-        encoded = await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
+    @app.post("/", response_model=FaceMaskResponse, responses=ingress.MASK_ERRORS)
+    async def face_mask(self, request: Request, form: MaskForm, image: ingress.ImageUpload) -> FaceMaskResponse:
+        result, encoded = await ingress.mask_request(
+            request, image, form, FaceMaskParams, lambda rgb, params: face_mask(rgb, params, **self.models))
         endpoint_metrics.faces(len(result.boxes))
         return FaceMaskResponse(request_id=request_id(request), width=result.width, height=result.height,
-                                boxes=result.boxes, **encoded)
+                                boxes=display.boxes(result.boxes), **encoded)
 
 
 class FaceMaskArgs(BaseModel):
-    """Builder arguments (serve_config.yaml `args`). Asset names resolve through
-    assets/manifest.yaml (stand-ins only with FACEGRAPH_ALLOW_STAND_INS=1)."""
-
-    detector_asset: str = "lbp-detector-cascade"
-    parser_asset: str = "segformer-parser-face-parsing"
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size: int = 24
+    """Builder arguments (serve_config.yaml `args`): none yet. Models and their weights
+    are configured in the `models` application."""
 
 
 def build(args: FaceMaskArgs) -> serve.Application:
-    detector_asset, detector_path = resolve_for_serving(args.detector_asset)
-    parser_asset, parser_path = resolve_for_serving(args.parser_asset)
-    detector_cfg = LBPDetectorConfig(str(detector_path), args.scale_factor, args.min_neighbors, args.min_size)
-    return FaceMaskIngress.bind(
-        model_deployment(LBPDetector, detector_cfg),
-        model_deployment(SegFormerParser, SegFormerParserConfig(str(parser_path))),
-        {"LBPDetector": detector_asset, "SegFormerParser": parser_asset},
-    )
+    return FaceMaskIngress.bind()

@@ -1,40 +1,128 @@
-"""Helpers every ingress uses around its pipeline: running blocking work off the event
-loop, and turning failures of model calls into the shared error shape."""
+"""What every ingress shares around its pipeline: calling the model tier by name,
+the /health and /ready routes, running blocking work off the event loop, and turning
+failures of model calls into the shared error shape."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Request, UploadFile
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, create_model
 from ray import exceptions as ray_exceptions
 from ray.serve import exceptions as serve_exceptions
 
-from serve_app import errors
+from serve_app import __version__, errors
 from serve_app.http import check_content_length, read_upload
 from serve_app.imaging import decode_image
+from serve_app.model_tier import MODEL_APP
+from serve_app.schemas import HealthResponse
 from serve_app.settings import settings
+from serve_app.spec import Params, form_model, from_form
 
 log = logging.getLogger("facegraph.ingress")
 T = TypeVar("T")
+READY_TIMEOUT_S = 5.0
+
+# The error statuses a multipart mask endpoint documents (the shared error shape).
+MASK_ERRORS = {status: {} for status in (400, 413, 415, 422, 503, 504)}
+# The multipart image field every image endpoint shares.
+ImageUpload = Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP, TIFF or GIF (first frame)")]
 
 
-def model_call(handle) -> Callable[[Any], Awaitable[Any]]:
-    """A deployment handle as the awaitable the pipeline glue takes. If the awaiting
-    task is cancelled (a request deadline, a failed sibling call), the Serve request is
-    cancelled too, so the model replica drops it instead of computing it for nobody."""
+@functools.cache
+def mask_form(params: type[Params]) -> type[BaseModel]:
+    """A mask endpoint's form fields: the pipeline's parameters plus `outputs`."""
+    return create_model(params.__name__ + "MaskForm", __base__=form_model(params),
+                        outputs=(str, Field("mask,rgba,overlay", description="which images to return: mask, rgba, "
+                                            "overlay; the others come back null and are not encoded")))
 
-    async def call(item: Any) -> Any:
-        pending = handle.remote(item)
-        try:
-            return await pending
-        except asyncio.CancelledError:
-            pending.cancel()
-            raise
 
-    return call
+class ModelCalls:
+    """The model-tier deployments one ingress calls, by the pipeline's keys.
+
+    Handles are looked up on first use, not in the constructor: the `models`
+    application may come up after this one (serve_config.yaml deploys apps together),
+    and a call before it exists is a 503, not a crashed replica."""
+
+    def __init__(self, models: dict[str, str]):
+        self.models = dict(models)  # pipeline key -> model name
+        self._handles: dict[str, Any] = {}
+
+    async def handle(self, name: str):
+        if name not in self._handles:
+            from ray import serve
+
+            try:
+                self._handles[name] = await asyncio.to_thread(serve.get_deployment_handle, name, MODEL_APP)
+            except Exception as exc:  # the model tier is not deployed (yet)
+                raise errors.not_ready(f"model {name} is not deployed in the {MODEL_APP!r} application: "
+                                       f"{type(exc).__name__}") from None
+        return self._handles[name]
+
+    def call(self, key: str) -> Callable[[Any], Awaitable[Any]]:
+        """A model as the awaitable the pipeline glue takes. If the awaiting task is
+        cancelled (a request deadline, a failed sibling call), the Serve request is
+        cancelled too, so the model replica drops it instead of computing it for nobody."""
+        name = self.models[key]
+
+        async def call(item: Any) -> Any:
+            pending = (await self.handle(name)).remote(item)
+            try:
+                return await pending
+            except asyncio.CancelledError:
+                pending.cancel()
+                raise
+
+        return call
+
+    def calls(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        return {key: self.call(key) for key in self.models}
+
+    async def describe(self) -> dict[str, dict | str]:
+        """{model name: its describe() (weights, device) or the problem}, each within
+        READY_TIMEOUT_S."""
+        async def one(name: str):
+            try:
+                handle = await self.handle(name)
+                return await asyncio.wait_for(handle.describe.remote(), READY_TIMEOUT_S)
+            except TimeoutError:
+                return f"no answer within {READY_TIMEOUT_S:g} s"
+            except errors.ApiError as exc:
+                return exc.message
+            except Exception as exc:  # replica dead, deployment unhealthy, ...
+                return f"unavailable: {type(exc).__name__}"
+
+        names = sorted(set(self.models.values()))
+        return dict(zip(names, await asyncio.gather(*(one(n) for n in names))))
+
+
+def add_health_routes(app: FastAPI, calls: Callable[[], ModelCalls],
+                      services: Callable[[], dict[str, str]] = dict) -> None:
+    """GET /health (the app is up) and GET /ready (every model it calls answers; 503
+    until then), the same two routes on every pipeline app. `services` adds the state
+    of anything else the app calls (the SAM2 service) to both."""
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        models = {name: f"served by the {MODEL_APP} application" for name in calls().models.values()}
+        return HealthResponse(status="ok", version=__version__, models={**models, **services()})
+
+    @app.get("/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def ready():
+        described = await calls().describe()
+        ok = all(isinstance(d, dict) for d in described.values())
+        body = HealthResponse(
+            status="ok" if ok else "not_ready", version=__version__,
+            models={**{n: d["weights"] if isinstance(d, dict) else "unknown" for n, d in described.items()},
+                    **services()},
+            checks={n: "ok" if isinstance(d, dict) else d for n, d in described.items()})
+        return body if ok else JSONResponse(body.model_dump(), status_code=503)
 
 
 async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.ApiError) -> T:
@@ -45,7 +133,7 @@ async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.Ap
         return await asyncio.wait_for(work, timeout_s)
     except errors.ApiError:
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise timeout_error from None
     except (serve_exceptions.BackPressureError, serve_exceptions.DeploymentUnavailableError,
             serve_exceptions.ReplicaUnavailableError, ray_exceptions.RayActorError) as exc:
@@ -67,3 +155,18 @@ async def within_request_timeout(work: Awaitable[T], what: str) -> T:
     """`guarded` with REQUEST_TIMEOUT, answering 504 upstream_timeout past it."""
     limit = settings().request_timeout_s
     return await guarded(work, limit, errors.upstream_timeout(f"{what} took longer than {limit:g} s"))
+
+
+async def mask_request(request: Request, image: UploadFile, form: BaseModel, params: type[Params],
+                       pipeline: Callable[[np.ndarray, Params], Awaitable[T]]) -> tuple[T, dict[str, str | None]]:
+    """The multipart mask endpoints' common path: decode the upload under the limits,
+    run the pipeline with the form's parameters under REQUEST_TIMEOUT (504 past it),
+    then encode the images the client asked for off the event loop.
+    -> (pipeline result, encoded images)."""
+    from serve_app.mask_outputs import encode_outputs, parse_outputs
+
+    wanted = parse_outputs(form.outputs)
+    rgb = await decoded_upload(request, image)
+    result = await within_request_timeout(pipeline(rgb, from_form(params, form)), "the face mask")
+    encoded = await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
+    return result, encoded

@@ -18,62 +18,36 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.arcface import ArcFace, ArcFaceConfig
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
-from serve_app.assets import resolve_for_serving
+from serve_app import display, spec
 from serve_app.batch import BatchJob, Models, output_path
 from serve_app.dedup import deduplicate
 from serve_app.imaging import decode_image
-from serve_app.pipelines.face_extract import ExtractParams, faces_in_image
+from serve_app.pipelines.face_extract import SPEC, faces_in_image
 
 PARQUET_FILE = "faces.parquet"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--similarity-threshold", type=float, default=0.4,
-                   help="cosine similarity at or above which two faces are one person")
-    p.add_argument("--min-face-size", type=float, default=20.0, help="drop faces whose shorter box side is smaller")
-    p.add_argument("--det-size", type=int, default=640, help="detector letterbox side (multiple of 32)")
-    p.add_argument("--det-thresh", type=float, default=0.5)
-    p.add_argument("--detector-asset", default="retinaface-det-10g")
-    p.add_argument("--recogniser-asset", default="arcface-w600k-r50")
-
-
-def models(args: argparse.Namespace) -> dict:
-    _, detector = resolve_for_serving(args.detector_asset)
-    _, recogniser = resolve_for_serving(args.recogniser_asset)
-    return {
-        "detect": (RetinaFace, RetinaFaceConfig(str(detector), args.det_size, args.det_thresh)),
-        "embed": (ArcFace, ArcFaceConfig(str(recogniser))),
-    }
-
-
-def options(args: argparse.Namespace) -> dict:
-    return {
-        "params": ExtractParams(det_size=args.det_size, min_face_size=args.min_face_size,
-                                similarity_threshold=args.similarity_threshold),
-        "input": str(Path(args.input).resolve()),
-    }
 
 
 async def process(path: Path, models: Models, opts: dict) -> dict:
     # Off the loop: the other rows of the block decode and detect meanwhile.
     image = await asyncio.to_thread(lambda: decode_image(path.read_bytes()))
-    faces = await faces_in_image(image, 0, opts["params"], models["detect"], models["embed"])
+    faces = await faces_in_image(image, 0, opts["params"], **models)
     output, rel = Path(opts["output"]), str(path.relative_to(opts["input"]))
-    rows, outputs = [], {}
+    outputs = await asyncio.to_thread(write_headshots, faces, output, rel)
+    rows = [{
+        "face_id": face.face_id, "face_index": face.face_index, "bbox": display.box(face.bbox),
+        "score": display.score(face.score), "landmarks": display.points(face.landmarks),
+        "embedding": face.embedding.tolist(), "headshot": outputs[f"face{face.face_index}"],
+    } for face in faces]
+    return {"width": int(image.shape[1]), "height": int(image.shape[0]), "faces": rows, "outputs": outputs}
+
+
+def write_headshots(faces, output: Path, rel: str) -> dict[str, str]:
+    outputs = {}
     for face in faces:
         target = output_path(output, rel, f"face{face.face_index}.jpg")
         target.write_bytes(face.headshot_jpeg)
-        headshot = str(target.relative_to(output))
-        outputs[f"face{face.face_index}"] = headshot
-        rows.append({
-            "face_id": face.face_id, "face_index": face.face_index,
-            "bbox": [round(float(v), 2) for v in face.bbox], "score": round(face.score, 5),
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
-            "embedding": face.embedding.tolist(), "headshot": headshot,
-        })
-    return {"width": int(image.shape[1]), "height": int(image.shape[0]), "faces": rows, "outputs": outputs}
+        outputs[f"face{face.face_index}"] = str(target.relative_to(output))
+    return outputs
 
 
 def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
@@ -82,9 +56,10 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    threshold = spec.from_arguments(SPEC.params, args).similarity_threshold
     faces = [(row["path"], face) for row in rows if not row.get("error") for face in row.get("faces", [])]
     if faces:
-        dedup = deduplicate(np.array([f["embedding"] for _, f in faces], np.float32), args.similarity_threshold)
+        dedup = deduplicate(np.array([f["embedding"] for _, f in faces], np.float32), threshold)
         kept = dedup.kept
         cluster_of_leader = {int(k): c for c, k in enumerate(kept)}
         clusters = [cluster_of_leader[int(lead)] for lead in dedup.leader]
@@ -117,12 +92,12 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     pq.write_table(table, tmp)
     os.replace(tmp, output / PARQUET_FILE)  # never a half-written file under the real name
     unique = len(set(clusters))
-    print(f"face-extract: {len(faces)} faces, {unique} unique people (threshold {args.similarity_threshold:g}), "
+    print(f"face-extract: {len(faces)} faces, {unique} unique people (threshold {threshold:g}), "
           f"{sum(1 for r in rows if r.get('error'))} unreadable inputs -> {output / PARQUET_FILE}")
 
 
 JOB = BatchJob(
-    name="face-extract",
+    name="face-extract", spec=SPEC,
     help="faces, embeddings and headshots, de-duplicated across the dataset (RetinaFace -> ArcFace)",
-    add_arguments=add_arguments, models=models, options=options, process=process, finalize=finalize,
+    process=process, finalize=finalize,
 )

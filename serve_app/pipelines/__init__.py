@@ -1,2 +1,3 @@
 """Pipeline glue, written once: async functions that take models as awaitables
-(`handle.remote` in Serve, `LocalBatcher` in batch jobs and tests). No Ray, no FastAPI."""
+(a model-tier call in Serve, `LocalBatcher` in batch jobs and tests), and each
+pipeline's spec (parameters and models). No Ray, no FastAPI."""

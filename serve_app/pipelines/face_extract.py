@@ -13,34 +13,37 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
-import cv2
 import numpy as np
+from pydantic import Field
 
-from deployments.retinaface import letterbox_size
-from deployments.types import Detections
+from deployments.retinaface import DET_SIZE
+from deployments.types import FaceLandmarks
 from serve_app import errors
 from serve_app.dedup import Dedup, deduplicate
 from serve_app.face_align import aligned_crops
 from serve_app.imaging import encode_jpeg
+from serve_app.pipelines.common import Model, gather_or_cancel
+from serve_app.pipelines.locate import detect_faces
+from serve_app.spec import Params, PipelineSpec
 
-Detect = Callable[[np.ndarray], Awaitable[Detections]]
-Embed = Callable[[np.ndarray], Awaitable[np.ndarray]]  # [K,112,112,3] crops -> [K,D] embeddings
 ImageLoader = Callable[[], Awaitable[np.ndarray]]  # raises ApiError when the image is unusable
 
 EMBED_SIZE = 112  # the ArcFace template size every recogniser we ship takes
 HEADSHOT_SIZE = 160
+HEADSHOT_QUALITY = 90
 
 
-@dataclass(frozen=True)
-class ExtractParams:
-    det_size: int = 640  # the detector's letterbox side (RetinaFaceConfig.det_size)
-    min_face_size: float = 20.0  # pixels of the original image, shorter box side
-    similarity_threshold: float = 0.4
-    max_concurrent_images: int = 8
-    headshot_quality: int = 90
+class FaceExtractParams(Params):
+    similarity_threshold: float = Field(
+        0.4, ge=-1.0, le=1.0, description="cosine similarity at or above which two faces are the same person")
+    min_face_size: float = Field(
+        20.0, ge=0.0, le=10000.0, description="faces whose shorter box side is smaller (pixels) are dropped")
+
+
+SPEC = PipelineSpec("face_extract", FaceExtractParams, {"detect": "RetinaFace", "embed": "ArcFace"})
 
 
 @dataclass(frozen=True)
@@ -70,52 +73,25 @@ class Extraction:
     images_processed: int = 0
 
 
-def detector_input(image: np.ndarray, det_size: int) -> tuple[np.ndarray, float]:
-    """(image for the detector, its scale relative to the original). Larger images are
-    shrunk exactly as the detector's letterbox would (insightface's size rule, bilinear),
-    so its own resize becomes a no-op; smaller ones travel as they are."""
-    height, width = image.shape[:2]
-    if max(height, width) <= det_size:
-        return image, 1.0
-    new_h, new_w = letterbox_size(height, width, det_size)
-    return cv2.resize(image, (max(1, new_w), max(1, new_h))), new_h / height
-
-
-async def gather_or_cancel(coros) -> list:
-    """Like asyncio.gather, but the first failure cancels the rest (no orphaned work)
-    and is raised as itself, not wrapped in an ExceptionGroup."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c) for c in coros]
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return [t.result() for t in tasks]
-
-
-def _align(image: np.ndarray, landmarks: np.ndarray, quality: int) -> list[tuple[np.ndarray, bytes]]:
+def _align(image: np.ndarray, faces: list[FaceLandmarks]) -> list[tuple[np.ndarray, bytes]]:
     out = []
-    for lm in landmarks:
-        crop, headshot = aligned_crops(image, lm, (EMBED_SIZE, HEADSHOT_SIZE))
-        out.append((crop, encode_jpeg(headshot, quality)))
+    for face in faces:
+        crop, headshot = aligned_crops(image, face.five_points(), (EMBED_SIZE, HEADSHOT_SIZE))
+        out.append((crop, encode_jpeg(headshot, HEADSHOT_QUALITY)))
     return out
 
 
-async def detect_and_align(image: np.ndarray, params: ExtractParams, detect: Detect):
-    """-> (kept detections as (box, landmarks, score), their crops and headshots)."""
-    small, scale = await asyncio.to_thread(detector_input, image, params.det_size)
-    dets: Detections = await detect(small)
-    if len(dets) == 0:
+async def detect_and_align(image: np.ndarray, params: FaceExtractParams, detect: Model, det_size: int = DET_SIZE):
+    """-> (kept faces as (box, landmarks, score), their crops and headshots)."""
+    faces = await detect_faces(image, detect, det_size)
+    kept = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= params.min_face_size]
+    if not kept:
         return [], []
-    boxes = dets.boxes / scale
-    landmarks = dets.landmarks / scale
-    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    keep = np.flatnonzero(sides >= params.min_face_size)
-    kept = [(boxes[i], landmarks[i], float(dets.scores[i])) for i in keep]
-    crops = await asyncio.to_thread(_align, image, landmarks[keep], params.headshot_quality)
-    return kept, crops
+    crops = await asyncio.to_thread(_align, image, kept)
+    return [(f.box, f.points, f.score) for f in kept], crops
 
 
-async def embed_faces(image_index: int, kept, crops, embed: Embed) -> list[Face]:
+async def embed_faces(image_index: int, kept, crops, embed: Model) -> list[Face]:
     if not crops:
         return []
     # One call with the image's faces stacked: one round trip to the recogniser per
@@ -128,15 +104,16 @@ async def embed_faces(image_index: int, kept, crops, embed: Embed) -> list[Face]
     ]
 
 
-async def faces_in_image(image: np.ndarray, image_index: int, params: ExtractParams,
-                         detect: Detect, embed: Embed) -> list[Face]:
+async def faces_in_image(image: np.ndarray, image_index: int, params: FaceExtractParams,
+                         detect: Model, embed: Model) -> list[Face]:
     kept, crops = await detect_and_align(image, params, detect)
     return await embed_faces(image_index, kept, crops, embed)
 
 
-async def extract_faces(loaders: Sequence[ImageLoader], params: ExtractParams,
-                        detect: Detect, embed: Embed) -> Extraction:
-    gate = asyncio.Semaphore(max(1, params.max_concurrent_images))
+async def extract_faces(loaders: Sequence[ImageLoader], params: FaceExtractParams, detect: Model, embed: Model,
+                        max_concurrent_images: int = 8) -> Extraction:
+    """`max_concurrent_images` bounds the decoded full-size images held at once."""
+    gate = asyncio.Semaphore(max(1, max_concurrent_images))
 
     async def one(index: int, load: ImageLoader) -> list[Face] | ImageFailure:
         async with gate:  # bounds decoded full-size images held at once

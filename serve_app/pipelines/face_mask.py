@@ -9,55 +9,57 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from deployments.types import Detections, ParseRequest
-from serve_app.geometry import box_is_empty, clip_box, expand_box, fit_longest_side
+from deployments.geometry import box_is_empty, clip_box, expand_box, fit_longest_side
+from deployments.types import ParseRequest
+from serve_app.pipelines.common import Model, gather_or_cancel
 from serve_app.refine import crf_refine
+from serve_app.spec import Params, PipelineSpec
 
 # CelebAMask-HQ ids: skin, nose, eye_g, l_eye, r_eye, l_brow, r_brow, l_ear, r_ear,
 # mouth, u_lip, l_lip. Hair (13) is added on request.
 FACE_LABELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 HAIR_LABEL = 13
 
-Detect = Callable[[np.ndarray], Awaitable[Detections]]
-Parse = Callable[[ParseRequest], Awaitable[np.ndarray]]
 
-
-@dataclass(frozen=True)
-class FaceMaskParams:
-    include_hair: bool = False
-    use_crf: bool = False
-    max_size: int = 448
-    expand: float = 0.15
-    threshold: float = 0.5
+class FaceMaskParams(Params):
+    include_hair: bool = Field(False, description="add hair to the face label set")
+    use_crf: bool = Field(False, description="refine each face ROI with a dense CRF")
+    max_size: int = Field(448, ge=32, le=2048, description="longest side of each face ROI fed to the parser")
+    expand: float = Field(0.15, ge=0.0, le=2.0, description="ROI growth around each detected box")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="probability cut-off for the binary mask")
 
     @property
     def labels(self) -> tuple[int, ...]:
         return FACE_LABELS + ((HAIR_LABEL,) if self.include_hair else ())
 
 
+SPEC = PipelineSpec("face_mask", FaceMaskParams, {"detect": "LBPDetector", "parse": "SegFormerParser"})
+
+
 @dataclass(frozen=True)
 class FaceMaskResult:
     width: int
     height: int
-    boxes: list[list[float]]  # detector boxes [x1, y1, x2, y2], one per face
+    boxes: np.ndarray  # [N, 4] detector boxes x1, y1, x2, y2, one per face
     mask: np.ndarray  # uint8 HxW, 255 = face
 
 
-async def face_mask(image: np.ndarray, params: FaceMaskParams, detect: Detect, parse: Parse) -> FaceMaskResult:
+async def face_mask(image: np.ndarray, params: FaceMaskParams, detect: Model, parse: Model) -> FaceMaskResult:
     height, width = image.shape[:2]
-    detections = await detect(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    rois = face_rois(image, detections.boxes, params)
-    probs = await asyncio.gather(*(parse(ParseRequest(small, params.labels)) for _, small in rois))
+    grey = await asyncio.to_thread(cv2.cvtColor, image, cv2.COLOR_RGB2GRAY)
+    faces = await detect(grey)
+    boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
+    rois = await asyncio.to_thread(face_rois, image, boxes, params)
+    probs = await gather_or_cancel(parse(ParseRequest(small, params.labels)) for _, small in rois)
     if params.use_crf:
         # The CRF is CPU-heavy pure Python/C++: off the event loop, faces in parallel.
-        probs = await asyncio.gather(*(asyncio.to_thread(crf_refine, small, p) for (_, small), p in zip(rois, probs)))
-    mask = merge_masks((height, width), [box for box, _ in rois], probs, params.threshold)
-    boxes = [[round(float(v), 2) for v in b] for b in detections.boxes]
+        probs = await gather_or_cancel(asyncio.to_thread(crf_refine, small, p) for (_, small), p in zip(rois, probs))
+    mask = await asyncio.to_thread(merge_masks, (height, width), [box for box, _ in rois], probs, params.threshold)
     return FaceMaskResult(width, height, boxes, mask)
 
 

@@ -1,45 +1,52 @@
-"""Face mask from FaceMesh + SAM2: mesh each face, turn its oval into a SAM2 prompt,
-and use SAM2's mask, or the filled oval polygon when SAM2 gives nothing usable.
+"""Face mask from RetinaFace + FaceMesh + SAM2: find every face and mesh it (the
+shared locate step, serve_app/pipelines/locate.py), turn each face's oval into a SAM2
+prompt, and use SAM2's mask, or the filled oval polygon when SAM2 gives nothing
+usable. A face the mesh could not place uses the ellipse inscribed in its detector box.
 
-The mesh gets the image scaled down to at most MESH_MAX_SIDE (its detectors work at
-128-192 px anyway; a 40 MP image would only cost transfer). SAM2 gets the full
-image, once per request, or crops (see serve_app/sam2_client.py).
+The detector gets a letterboxed copy and the mesh a 256-pixel crop per face; SAM2 gets
+the full image, once per request, or crops (see serve_app/sam2_client.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from deployments.facemesh import MeshFace
-from serve_app.geometry import fit_longest_side
+from deployments.facemesh import OVAL_IDS, face_oval
+from deployments.types import FaceLandmarks
+from serve_app.pipelines.common import Model
+from serve_app.pipelines.locate import locate_faces
 from serve_app.prompts import FacePrompt, face_prompt
 from serve_app.sam2_client import EMPTY_MASK, Sam2Outcome
+from serve_app.spec import Params, PipelineSpec
 
-MESH_MAX_SIDE = 1920
 SAM2, POLYGON = "sam2", "polygon"
-
-Mesh = Callable[[np.ndarray], Awaitable[list[MeshFace]]]
 
 
 class Segmenter(Protocol):
     async def segment(self, image: np.ndarray, prompts: list[FacePrompt], multimask: bool = True) -> list[Sam2Outcome]: ...
 
 
-@dataclass(frozen=True)
-class FaceMaskSam2Params:
-    multimask: bool = True
-    expand: float = 0.15
-    pos_points: int = 16
+class FaceMaskSam2Params(Params):
+    multimask: bool = Field(True, description="ask SAM2 for several candidate masks and keep the best")
+    expand: float = Field(0.15, ge=0.0, le=2.0, description="growth of the SAM2 box prompt around each face oval")
+    pos_points: int = Field(16, ge=0, le=64, description="positive SAM2 point prompts inside each face oval")
+    max_num_faces: int = Field(20, ge=1, le=100, description="faces masked per image, best detector score first")
+
+
+SPEC = PipelineSpec("face_mask_sam2", FaceMaskSam2Params, {"detect": "RetinaFace", "mesh": "FaceMesh"})
 
 
 @dataclass(frozen=True)
 class FaceSource:
-    box: list[float]  # the face oval's box [x1, y1, x2, y2]
+    box: np.ndarray  # the face oval's box [x1, y1, x2, y2]
     prompt_box: list[int]  # the grown, clipped box sent to SAM2
+    meshed: bool  # False: the mesh could not place this face; its outline is the box's ellipse
     mask_source: str  # "sam2" or "polygon"
     fallback_reason: str | None  # why not sam2 (serve_app/sam2_client.py codes)
 
@@ -48,37 +55,43 @@ class FaceSource:
 class FaceMaskSam2Result:
     width: int
     height: int
-    boxes: list[list[float]]
     faces: list[FaceSource]
     mask: np.ndarray  # uint8 HxW, 255 = face
 
 
-async def face_mask_sam2(image: np.ndarray, params: FaceMaskSam2Params, mesh: Mesh, sam2: Segmenter) -> FaceMaskSam2Result:
+async def face_mask_sam2(image: np.ndarray, params: FaceMaskSam2Params, detect: Model, mesh: Model,
+                         sam2: Segmenter) -> FaceMaskSam2Result:
     height, width = image.shape[:2]
-    faces = await mesh_faces(image, mesh)
-    prompts = [face_prompt(f.oval, width, height, params.expand, params.pos_points) for f in faces]
+    faces = await locate_faces(image, detect, mesh, params.max_num_faces)
+    prompts = [face_prompt(face_outline(f), width, height, params.expand, params.pos_points) for f in faces]
     outcomes = await sam2.segment(image, prompts, params.multimask) if prompts else []
-    mask = np.zeros((height, width), np.uint8)
+    mask, sources = await asyncio.to_thread(merge_face_masks, faces, prompts, outcomes, (height, width))
+    return FaceMaskSam2Result(width, height, sources, mask)
+
+
+def merge_face_masks(faces, prompts, outcomes, shape) -> tuple[np.ndarray, list[FaceSource]]:
+    mask = np.zeros(shape, np.uint8)
     sources = []
     for face, prompt, outcome in zip(faces, prompts, outcomes):
-        face_mask, source, reason = choose_mask(face, prompt, outcome, (height, width))
+        face_mask, source, reason = choose_mask(face, prompt, outcome, shape)
         mask[face_mask] = 255
-        box = [round(float(v), 2) for v in face.box]
-        sources.append(FaceSource(box, list(prompt.box), source, reason))
-    return FaceMaskSam2Result(width, height, [s.box for s in sources], sources, mask)
+        sources.append(FaceSource(face.box, list(prompt.box), face.meshed, source, reason))
+    return mask, sources
 
 
-async def mesh_faces(image: np.ndarray, mesh: Mesh) -> list[MeshFace]:
-    """Mesh a copy no larger than MESH_MAX_SIDE, with results in full-size pixels."""
-    height, width = image.shape[:2]
-    h, w = fit_longest_side(height, width, MESH_MAX_SIDE)
-    if (h, w) == (height, width):
-        return list(await mesh(image))
-    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    return [f.scaled(width / w) for f in await mesh(small)]
+def face_outline(face: FaceLandmarks) -> np.ndarray:
+    """[36, 2] outline of a face: the mesh's oval, or the ellipse inscribed in the
+    detector box for a face the mesh could not place."""
+    if face.meshed:
+        return face_oval(face)
+    x1, y1, x2, y2 = (float(v) for v in face.box)
+    angles = np.linspace(-np.pi / 2, 3 * np.pi / 2, len(OVAL_IDS), endpoint=False)  # from the top, like the oval
+    return np.stack([(x1 + x2) / 2 + (x2 - x1) / 2 * np.cos(angles),
+                     (y1 + y2) / 2 + (y2 - y1) / 2 * np.sin(angles)], axis=1).astype(np.float32)
 
 
-def choose_mask(face: MeshFace, prompt: FacePrompt, outcome: Sam2Outcome, shape) -> tuple[np.ndarray, str, str | None]:
+def choose_mask(face: FaceLandmarks, prompt: FacePrompt, outcome: Sam2Outcome,
+                shape) -> tuple[np.ndarray, str, str | None]:
     """SAM2's mask kept inside the prompt box (a box prompt can still spill onto the
     body or background); the filled oval when SAM2 has no usable mask."""
     if outcome.mask is not None:
@@ -88,7 +101,7 @@ def choose_mask(face: MeshFace, prompt: FacePrompt, outcome: Sam2Outcome, shape)
         if inside.any():
             return inside, SAM2, None
         outcome = Sam2Outcome(None, EMPTY_MASK, "nothing inside the prompt box")
-    return polygon_mask(face.oval, shape), POLYGON, outcome.reason
+    return polygon_mask(face_outline(face), shape), POLYGON, outcome.reason
 
 
 def polygon_mask(oval: np.ndarray, shape) -> np.ndarray:

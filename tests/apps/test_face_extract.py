@@ -1,6 +1,7 @@
-"""Graph tests: the face_extract app (RetinaFace det_500m, ArcFace MobileFaceNet 128-d)
-served by Ray Serve on a local cluster, called over real HTTP on 127.0.0.1, with image
-URLs served by a real loopback server (allow-listed for the replicas)."""
+"""Graph tests: the face_extract app (RetinaFace det_500m, ArcFace MobileFaceNet 128-d,
+the session's model tier: tests/conftest.py `model_tier`) served by Ray Serve on a local
+cluster, called over real HTTP on 127.0.0.1, with image URLs served by a real loopback
+server (allow-listed for the replicas)."""
 
 import base64
 import io
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import assert_error, ok
 from tests.image_server import ImageServer
 from tests.images import huge_pixels_png
 
@@ -21,19 +23,22 @@ pytestmark = pytest.mark.graph
 # tests/conftest.py allow-lists 127.0.0.1 for the replicas (URL_FETCH_ALLOWLIST), so
 # the loopback image server below is reachable and 127.0.0.2 stays refused.
 
-MODELS = dict(detector_asset="retinaface-det-500m", recogniser_asset="arcface-mobilefacenet-128d")
+# The weights tests/conftest.py's model tier serves these two models with.
+WEIGHTS = {"RetinaFace": "retinaface-det-500m", "ArcFace": "arcface-mobilefacenet-128d"}
 UUID = re.compile(r"^[0-9a-f]{32}$|^[0-9a-f-]{36}$")
 
 
 @pytest.fixture(scope="module")
-def url(serve_url):
+def url(serve_url, model_tier):
     from ray import serve
 
     from serve_app.apps.face_extract import FaceExtractArgs, build
+    from serve_app.pipelines.face_extract import SPEC
 
-    serve.run(build(FaceExtractArgs(**MODELS)), name="face_extract", route_prefix="/")
+    serve.run(build(FaceExtractArgs(max_concurrent_images=8, request_timeout_s=None)), name=SPEC.name,
+              route_prefix="/")
     yield serve_url
-    serve.delete("face_extract")
+    serve.delete(SPEC.name)
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +62,6 @@ def extract(client, url, images, **extra):
     return client.post(url + "/extract-faces", json={"images": images, **extra})
 
 
-def ok(resp) -> dict:
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert resp.headers["x-request-id"] == body["request_id"]
-    return body
-
-
-def assert_error(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error", "message", "request_id"}
-    assert body["request_id"] and resp.headers["x-request-id"] == body["request_id"]
-    if code:
-        assert body["error"] == code, body
-    return body
-
-
 def errors_by_index(body) -> dict[int, dict]:
     return {e["image_index"]: e for e in body["image_errors"]}
 
@@ -81,9 +69,10 @@ def errors_by_index(body) -> dict[int, dict]:
 def test_health_and_ready(client, url):
     health = client.get(url + "/health").json()
     assert health["status"] == "ok" and health["version"] and health["timestamp"].endswith("+00:00")
-    assert health["models"] == {"RetinaFace": "retinaface-det-500m", "ArcFace": "arcface-mobilefacenet-128d"}
+    assert health["models"] == {name: "served by the models application" for name in WEIGHTS}
     ready = client.get(url + "/ready")
     assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ok" and ready.json()["models"] == WEIGHTS
     assert ready.json()["checks"] == {"RetinaFace": "ok", "ArcFace": "ok"}
 
 
@@ -207,7 +196,8 @@ def test_malformed_json_and_wrong_method(client, url):
 
 def test_cors_only_for_allowed_origins(client, url):
     def preflight(origin):
-        return client.options(url + "/extract-faces", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        return client.options(url + "/extract-faces",
+                              headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
 
     # tests/conftest.py sets ALLOWED_ORIGINS=https://app.example for the replicas.
     assert preflight("https://app.example").headers.get("access-control-allow-origin") == "https://app.example"
@@ -219,7 +209,9 @@ def test_concurrent_requests_share_arcface_batches(client, url, photos_dir):
     several requests."""
     from ray import serve
 
-    arcface = serve.get_deployment_handle("ArcFace", app_name="face_extract")
+    from serve_app.model_tier import MODEL_APP
+
+    arcface = serve.get_deployment_handle("ArcFace", app_name=MODEL_APP)
     payload = {"images": [{"image_base64": b64(photos_dir, "lfw_Rob_Lowe_0001.jpg")}]}
     shared = False
     for _ in range(3):  # scheduling is not deterministic; a few rounds suffice in practice
@@ -237,14 +229,15 @@ def test_concurrent_requests_share_arcface_batches(client, url, photos_dir):
 
 
 @pytest.fixture
-def slow_url(serve_url):
-    """A second copy of the app whose request deadline is 1.5 s."""
+def slow_url(serve_url, model_tier):
+    """A second copy of the app's ingress (the models stay the shared ones) whose
+    request deadline is 1.5 s."""
     from ray import serve
 
     from serve_app.apps.face_extract import FaceExtractArgs, build
 
-    serve.run(build(FaceExtractArgs(**MODELS, request_timeout_s=1.5)), name="face_extract_timeout",
-              route_prefix="/deadline")
+    serve.run(build(FaceExtractArgs(max_concurrent_images=8, request_timeout_s=1.5)),
+              name="face_extract_timeout", route_prefix="/deadline")
     yield serve_url + "/deadline"
     serve.delete("face_extract_timeout")
 

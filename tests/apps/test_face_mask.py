@@ -1,5 +1,6 @@
 """Graph tests: the face_mask app served by Ray Serve on a local cluster, called over
-real HTTP on 127.0.0.1. Real cascade, SegFormer through the save_pretrained path."""
+real HTTP on 127.0.0.1. Real cascade, SegFormer through the save_pretrained path, both
+served by the session's model tier (tests/conftest.py `model_tier`)."""
 
 import io
 import time
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from serve_app.imaging import decode_image
+from tests.helpers import assert_error
 from tests.images import encode, gradient_rgb, huge_pixels_png
 
 pytestmark = pytest.mark.graph
@@ -18,14 +20,15 @@ ROUTE = "/v1/face-mask"
 
 
 @pytest.fixture(scope="module")
-def url(serve_url):
+def url(serve_url, model_tier):
     from ray import serve
 
     from serve_app.apps.face_mask import FaceMaskArgs, build
+    from serve_app.pipelines.face_mask import SPEC
 
-    serve.run(build(FaceMaskArgs(parser_asset="segformer-parser-tiny")), name="face_mask", route_prefix=ROUTE)
+    serve.run(build(FaceMaskArgs()), name=SPEC.name, route_prefix=ROUTE)
     yield serve_url + ROUTE
-    serve.delete("face_mask")
+    serve.delete(SPEC.name)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +45,6 @@ def png_b64(value: str) -> np.ndarray:
     import base64
 
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(value))))
-
-
-def assert_error(resp, status: int, code: str | None = None):
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error", "message", "request_id"}
-    assert body["request_id"] and resp.headers["x-request-id"] == body["request_id"]
-    if code:
-        assert body["error"] == code
-    return body
 
 
 def test_five_faces_full_contract(client, url, cartoon_dir):
@@ -86,7 +79,8 @@ def test_no_face_is_200_with_an_empty_mask_and_the_image_unchanged(client, url, 
 
 
 def test_crf_over_http(client, url, cartoon_dir):
-    resp = post(client, url, (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes(), use_crf="true", include_hair="true")
+    resp = post(client, url, (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes(),
+                use_crf="true", include_hair="true")
     assert resp.status_code == 200 and len(resp.json()["boxes"]) == 5
 
 
@@ -129,27 +123,42 @@ def test_missing_image_field_is_422(client, url):
 def test_still_serving_after_bad_inputs(client, url, cartoon_dir):
     for data, form, _, _ in BAD_INPUTS.values():
         post(client, url, data, **form)
-    assert client.get(url + "/healthz").json()["status"] == "ok"
+    assert client.get(url + "/health").json()["status"] == "ok"
     resp = post(client, url, (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes())
     assert resp.status_code == 200 and len(resp.json()["boxes"]) == 5
 
 
-def test_healthz_names_the_weights_in_use(client, url):
-    body = client.get(url + "/healthz").json()
+def test_health_names_the_models_and_ready_the_weights_in_use(client, url):
+    health = client.get(url + "/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["models"] == {"LBPDetector": "served by the models application",
+                                       "SegFormerParser": "served by the models application"}
+    ready = client.get(url + "/ready")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ok"
     assert body["models"] == {"LBPDetector": "lbp-detector-cascade", "SegFormerParser": "segformer-parser-tiny"}
+    assert body["checks"] == {"LBPDetector": "ok", "SegFormerParser": "ok"}
 
 
 def test_concurrent_requests_are_batched(client, url, cartoon_dir, ray_cluster):
     from ray import serve
 
+    from serve_app.model_tier import MODEL_APP
+
+    # The model deployments are the session's shared ones: look only at the batches
+    # these requests added.
+    handles = {name: serve.get_deployment_handle(name, app_name=MODEL_APP)
+               for name in ("LBPDetector", "SegFormerParser")}
+    before = {name: h.batch_stats.remote().result() for name, h in handles.items()}
     data = (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes()
     with ThreadPoolExecutor(12) as pool:
         responses = list(pool.map(lambda _: post(client, url, data, outputs="mask"), range(24)))
     assert all(r.status_code == 200 and len(r.json()["boxes"]) == 5 for r in responses)
-    stats = {name: serve.get_deployment_handle(name, app_name="face_mask").batch_stats.remote().result()
-             for name in ("LBPDetector", "SegFormerParser")}
-    assert max(stats["SegFormerParser"]) > 1, stats
-    assert max(stats["LBPDetector"]) > 1, stats
+    after = {name: h.batch_stats.remote().result() for name, h in handles.items()}
+    stats = {name: [size for size, n in after[name].items() if n > before[name].get(size, 0)] for name in handles}
+    assert max(stats["SegFormerParser"], default=0) > 1, stats
+    assert max(stats["LBPDetector"], default=0) > 1, stats
 
 
 def test_custom_metrics_reach_the_node_metrics_endpoint(client, url, cartoon_dir, ray_cluster):

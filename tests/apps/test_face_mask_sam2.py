@@ -1,6 +1,7 @@
 """Graph test: the face_mask_sam2 app on the shared local Ray cluster, called over real
 HTTP on 127.0.0.1, with SAM2 stood in by a real HTTP server in this process
-(tests/sam2_standin.py). The test flips the stand-in's behaviour between requests."""
+(tests/sam2_standin.py). The test flips the stand-in's behaviour between requests.
+FaceMesh is the session's model-tier deployment (tests/conftest.py `model_tier`)."""
 
 from __future__ import annotations
 
@@ -32,14 +33,14 @@ def standin():
 
 
 @pytest.fixture(scope="module")
-def url(serve_url, standin):
+def url(serve_url, model_tier, standin):
     from ray import serve
 
     from serve_app.apps.face_mask_sam2 import FaceMaskSam2Args, build
 
     # Breaker off: these tests fail SAM2 on purpose, then expect it to be called again.
-    args = FaceMaskSam2Args(sam2_url=standin.url, sam2_timeout_s=SAM2_TIMEOUT_S, sam2_retries=1,
-                            sam2_breaker_failures=0)
+    args = FaceMaskSam2Args(sam2={"url": standin.url, "timeout_s": SAM2_TIMEOUT_S, "retries": 1,
+                                  "breaker_failures": 0})
     serve.run(build(args), name=APP, route_prefix=ROUTE)
     yield f"{serve_url}{ROUTE}"
     serve.delete(APP)
@@ -77,11 +78,22 @@ def expected_sam2_mask(body) -> np.ndarray:
     return mask * 255
 
 
-def test_healthz(url):
-    r = httpx.get(f"{url}/healthz", timeout=30)
+def test_health_and_ready(url):
+    from serve_app.pipelines.face_mask_sam2 import SPEC
+
+    models = set(SPEC.models.values())
+    assert "FaceMesh" in models
+    r = httpx.get(f"{url}/health", timeout=30)
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ok" and "FaceMesh" in body["models"] and body["models"]["SAM2"] == "configured"
+    served = {name: "served by the models application" for name in models}
+    assert body["status"] == "ok" and body["models"] == {**served, "SAM2": "configured"}
+    r = httpx.get(f"{url}/ready", timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok" and body["checks"] == {name: "ok" for name in models}
+    assert set(body["models"]) == models | {"SAM2"} and body["models"]["SAM2"] == "configured"
+    assert body["models"]["FaceMesh"].startswith("mediapipe ")
 
 
 def test_sam2_masks_when_sam2_works(url, photo, standin):

@@ -34,7 +34,7 @@ def tree(tmp_path, photos_dir):
 def run(src, out):
     # Blocks of 2 images: both Rob Lowe photos land in different blocks (and actors' batches).
     return main(["face-extract", "--input", str(src), "--output", str(out),
-                 "--detector-asset", "retinaface-det-500m", "--recogniser-asset", "arcface-mobilefacenet-128d",
+                 "--asset", "RetinaFace=retinaface-det-500m", "--asset", "ArcFace=arcface-mobilefacenet-128d",
                  "--batch-size", "2", "--cpus-per-worker", "0.5"])
 
 

@@ -28,7 +28,9 @@ def tree(tmp_path, cartoon_dir, photos_dir):
 
 
 def run(src, out, *extra):
-    return main(["face-mask", "--input", str(src), "--output", str(out), "--parser-asset", "segformer-parser-tiny",
+    # The models as serve_config.yaml configures them, with the test parser's weights.
+    return main(["face-mask", "--input", str(src), "--output", str(out),
+                 "--asset", "SegFormerParser=segformer-parser-tiny",
                  "--batch-size", "4", "--cpus-per-worker", "0.5", *extra])
 
 

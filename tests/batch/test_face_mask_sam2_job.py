@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from serve_app.batch import main
+from tests.helpers import free_port
 from tests.sam2_standin import Sam2StandIn
 
 pytestmark = pytest.mark.graph
@@ -28,7 +29,9 @@ def folder(tmp_path_factory, photos_dir):
 
 
 def run(folder, out, url, *extra) -> dict[str, dict]:
+    # The models as serve_config.yaml configures them, with the test detector's weights.
     argv = ["face-mask-sam2", "--input", str(folder), "--output", str(out), "--sam2-url", url,
+            "--asset", "RetinaFace=retinaface-det-500m",
             "--cpus-per-worker", "0.5", "--batch-size", "4", "--overlay", *extra]
     assert main(argv) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -60,8 +63,6 @@ def test_job_masks_a_folder_with_sam2_and_resumes(ray_cluster, folder, tmp_path)
 
 
 def test_job_falls_back_to_polygons_without_sam2(ray_cluster, folder, tmp_path):
-    from tests.conftest import free_port
-
     rows = run(folder, tmp_path / "out", f"http://127.0.0.1:{free_port()}", "--sam2-retries", "0")
     sources = rows["two.jpg"]["mask_sources"]
     assert [(s["mask_source"], s["fallback_reason"]) for s in sources] == [("polygon", "unreachable")] * 2

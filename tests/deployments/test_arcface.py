@@ -8,13 +8,14 @@ import pytest
 
 from deployments.arcface import ArcFace, ArcFaceConfig
 from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.types import Placement
 from serve_app.face_align import aligned_crops, alignment_matrix
 from serve_app.imaging import decode_image
 
 
 @pytest.fixture(scope="module")
 def arcface(asset):
-    return ArcFace(ArcFaceConfig(str(asset("arcface-mobilefacenet-128d"))))
+    return ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))))
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +31,13 @@ def reference(asset):
 @pytest.fixture(scope="module")
 def faces(asset, photos_dir):
     """(RGB image, landmarks [5,2]) for every face the detector finds on a few photos."""
-    detector = RetinaFace(RetinaFaceConfig(str(asset("retinaface-det-500m"))))
+    detector = RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))
     out = []
     for name in ("insightface_t1.jpg", "3ddfa_trump_hillary.jpg", "facedet1mb_nine_kids.jpg",
                  "lfw_Rob_Lowe_0001.jpg", "lfw_Rob_Lowe_0002.jpg", "lfw_Nathalie_Baye_0002.jpg"):
         image = decode_image((photos_dir / name).read_bytes())
         (found,) = detector.predict([image])
-        out.extend((image, lm) for lm in found.landmarks)
+        out.extend((image, face.points) for face in found)
     return out
 
 
@@ -96,11 +97,24 @@ def test_a_stack_of_crops_is_one_item(arcface, faces, asset):
     assert stack.shape == (4, 128) and one.shape == (128,)
     np.testing.assert_allclose(stack, single[:4], atol=1e-5)
     np.testing.assert_allclose(one, single[4], atol=1e-5)
-    small_passes = ArcFace(ArcFaceConfig(str(asset("arcface-mobilefacenet-128d")), max_forward_batch=2))
+    small_passes = ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d")), max_forward_batch=2))
     (again,) = small_passes.predict([np.stack(crops)])
     np.testing.assert_allclose(again, single, atol=1e-5)
     (empty,) = arcface.predict([np.zeros((0, 112, 112, 3), np.uint8)])
     assert empty.shape == (0, 128)
+
+
+def test_item_size_counts_faces(arcface, faces):
+    """The serving adapter counts ArcFace batches in faces: a stack of K is K."""
+    crops = [aligned_crops(image, lm, (112,))[0] for image, lm in faces[:3]]
+    assert ArcFace.item_size(np.stack(crops)) == 3 and arcface.item_size(crops[0]) == 1
+    assert ArcFace.item_size(np.zeros((0, 112, 112, 3), np.uint8)) == 0
+
+
+def test_a_placement_with_more_threads_gives_the_same_embeddings(arcface, faces, asset):
+    crops = [aligned_crops(image, lm, (112,))[0] for image, lm in faces[:3]]
+    two = ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))), Placement(threads=2))
+    np.testing.assert_allclose(np.stack(two.predict(crops)), np.stack(arcface.predict(crops)), atol=1e-5)
 
 
 def test_crops_of_another_size_are_resized(arcface, faces):
@@ -122,4 +136,4 @@ def test_lfw_same_person_scores_above_different_people(arcface, asset):
 
 def test_refuses_a_file_that_is_not_a_recogniser(asset):
     with pytest.raises(ValueError, match="not an ArcFace"):
-        ArcFace(ArcFaceConfig(str(asset("retinaface-det-500m"))))
+        ArcFace(ArcFaceConfig(model_path=str(asset("retinaface-det-500m"))))

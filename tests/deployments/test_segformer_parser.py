@@ -14,7 +14,7 @@ FACE = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 @pytest.fixture(scope="module")
 def parser(asset):
-    return SegFormerParser(SegFormerParserConfig(str(asset("segformer-parser-tiny"))))
+    return SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny"))))
 
 
 @pytest.fixture(scope="module")

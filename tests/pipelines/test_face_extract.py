@@ -13,14 +13,15 @@ from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from serve_app import errors
 from serve_app.imaging import decode_image
-from serve_app.pipelines.face_extract import ExtractParams, detector_input, extract_faces
-from tests.deployments.test_retinaface import iou
+from serve_app.pipelines.face_extract import FaceExtractParams, extract_faces, faces_in_image
+from serve_app.pipelines.locate import detector_input
+from tests.helpers import iou
 
 
 @pytest.fixture(scope="module")
 def models(asset):
-    return (LocalBatcher(RetinaFace(RetinaFaceConfig(str(asset("retinaface-det-500m"))))),
-            LocalBatcher(ArcFace(ArcFaceConfig(str(asset("arcface-mobilefacenet-128d"))))))
+    return (LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
+            LocalBatcher(ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))))))
 
 
 def loader_of(photos_dir, name):
@@ -35,8 +36,10 @@ def failing(code):
     return load
 
 
-def run(loaders, models, **params):
-    return asyncio.run(extract_faces(loaders, ExtractParams(**params), *models))
+def run(loaders, models, max_concurrent_images=8, **params):
+    detect, embed = models
+    return asyncio.run(extract_faces(loaders, FaceExtractParams(**params), detect=detect, embed=embed,
+                                     max_concurrent_images=max_concurrent_images))
 
 
 def test_shrinking_for_the_detector_keeps_insightface_results(models, photos_dir, asset):
@@ -114,7 +117,9 @@ def test_a_deadline_cancels_the_work_in_flight(models, photos_dir):
             await gate.wait()  # an image that never arrives
             return decode_image((photos_dir / "insightface_t1.jpg").read_bytes())
 
-        work = extract_faces([stuck, loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg")], ExtractParams(), *models)
+        detect, embed = models
+        work = extract_faces([stuck, loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg")], FaceExtractParams(),
+                             detect=detect, embed=embed)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(work, 1.0)
         await asyncio.sleep(0.05)
@@ -122,3 +127,34 @@ def test_a_deadline_cancels_the_work_in_flight(models, photos_dir):
         return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     assert asyncio.run(go()) == []
+
+
+def test_faces_in_one_image(models, photos_dir):
+    """The per-image step on its own: faces in detector order with the image's index,
+    boxes in full-resolution pixels and unrounded, 5 landmarks, unit embeddings."""
+    detect, embed = LocalBatcher(models[0].model), LocalBatcher(models[1].model)  # fresh batch counts
+    image = decode_image((photos_dir / "insightface_t1.jpg").read_bytes())
+    faces = asyncio.run(faces_in_image(image, 7, FaceExtractParams(), detect=detect, embed=embed))
+    assert len(faces) == 6
+    assert [f.image_index for f in faces] == [7] * 6 and [f.face_index for f in faces] == list(range(6))
+    h, w = image.shape[:2]
+    for f in faces:
+        assert f.bbox.shape == (4,) and f.bbox.dtype == np.float32 and f.landmarks.shape == (5, 2)
+        assert 0 <= f.bbox[0] < f.bbox[2] <= w + 2 and 0 <= f.bbox[1] < f.bbox[3] <= h + 2
+        assert f.embedding.shape == (128,) and abs(np.linalg.norm(f.embedding) - 1) < 1e-5
+    assert any(not np.allclose(f.bbox, np.round(f.bbox, 2)) for f in faces)  # full precision kept
+    # The recogniser got the image's faces as one stacked item: one batch of one item.
+    assert detect.batch_sizes == {1: 1} and embed.batch_sizes == {1: 1}
+    big = FaceExtractParams(min_face_size=10_000)
+    assert asyncio.run(faces_in_image(image, 0, big, detect=detect, embed=embed)) == []
+
+
+def test_params_are_bounded_and_frozen():
+    from pydantic import ValidationError
+
+    assert FaceExtractParams() == FaceExtractParams(similarity_threshold=0.4, min_face_size=20.0)
+    for bad in ({"similarity_threshold": 1.5}, {"min_face_size": -1}, {"max_concurrent_images": 3}):
+        with pytest.raises(ValidationError):
+            FaceExtractParams(**bad)
+    with pytest.raises(ValidationError):
+        FaceExtractParams().min_face_size = 3

@@ -15,8 +15,8 @@ from serve_app.pipelines.face_mask import FaceMaskParams, face_mask, face_rois, 
 
 @pytest.fixture(scope="module")
 def models(asset):
-    return (LocalBatcher(LBPDetector(LBPDetectorConfig(str(asset("lbp-detector-cascade"))))),
-            LocalBatcher(SegFormerParser(SegFormerParserConfig(str(asset("segformer-parser-tiny"))))))
+    return (LocalBatcher(LBPDetector(LBPDetectorConfig(cascade_path=str(asset("lbp-detector-cascade"))))),
+            LocalBatcher(SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny"))))))
 
 
 @pytest.fixture(scope="module")
@@ -25,25 +25,48 @@ def five_faces(cartoon_dir):
 
 
 def run(image, params, models):
-    return asyncio.run(face_mask(image, params, *models))
+    detect, parse = models
+    return asyncio.run(face_mask(image, params, detect=detect, parse=parse))
 
 
 def test_mask_covers_only_the_grown_face_boxes(models, five_faces):
     params = FaceMaskParams(threshold=0.0)  # every ROI pixel passes: the mask is the ROI union
     result = run(five_faces, params, models)
-    assert len(result.boxes) == 5 and result.mask.shape == five_faces.shape[:2]
+    assert result.boxes.shape == (5, 4) and result.mask.shape == five_faces.shape[:2]
+    assert (result.width, result.height) == (five_faces.shape[1], five_faces.shape[0])
     expected = np.zeros_like(result.mask)
-    for box, _ in face_rois(five_faces, np.array(result.boxes), params):
+    for box, _ in face_rois(five_faces, result.boxes, params):
         x1, y1, x2, y2 = box
         expected[y1:y2, x1:x2] = 255
     assert np.array_equal(result.mask, expected)
+
+
+def test_boxes_are_the_detectors_own_unrounded(models, five_faces):
+    """The pipeline keeps full precision (rounding is the apps' and jobs' job): its
+    boxes are exactly the detector's, best score first."""
+    detect, _ = models
+    import cv2
+
+    faces = asyncio.run(detect(cv2.cvtColor(five_faces, cv2.COLOR_RGB2GRAY)))
+    result = run(five_faces, FaceMaskParams(), models)
+    assert result.boxes.dtype == np.float32
+    np.testing.assert_array_equal(result.boxes, np.stack([f.box for f in faces]))
+
+
+def test_hair_widens_the_mask(models, five_faces):
+    # The test parser has random weights: its softmax is near uniform, so the face
+    # labels sum to about 12/19 = 0.63 and face + hair to 13/19 = 0.68. A threshold
+    # between the two shows the hair label really travels to the parser.
+    face_only = run(five_faces, FaceMaskParams(threshold=0.66), models)
+    with_hair = run(five_faces, FaceMaskParams(threshold=0.66, include_hair=True), models)
+    assert (with_hair.mask >= face_only.mask).all() and with_hair.mask.sum() > face_only.mask.sum()
 
 
 def test_threshold_one_keeps_nothing_and_no_face_gives_an_empty_mask(models, five_faces, photos_dir):
     assert run(five_faces, FaceMaskParams(threshold=1.0), models).mask.max() == 0
     photo = decode_image((photos_dir / "dlib_dogs_noface.jpg").read_bytes())
     result = run(photo, FaceMaskParams(), models)
-    assert result.boxes == [] and result.mask.shape == photo.shape[:2] and result.mask.max() == 0
+    assert result.boxes.shape == (0, 4) and result.mask.shape == photo.shape[:2] and result.mask.max() == 0
 
 
 def test_rois_are_capped_at_max_size(five_faces):
@@ -53,12 +76,13 @@ def test_rois_are_capped_at_max_size(five_faces):
 
 
 def test_concurrent_images_share_parser_batches(asset, five_faces, cartoon_dir):
-    detect = LocalBatcher(LBPDetector(LBPDetectorConfig(str(asset("lbp-detector-cascade")))))
-    parse = LocalBatcher(SegFormerParser(SegFormerParserConfig(str(asset("segformer-parser-tiny")))))
+    detect = LocalBatcher(LBPDetector(LBPDetectorConfig(cascade_path=str(asset("lbp-detector-cascade")))))
+    parse = LocalBatcher(SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny")))))
     other = decode_image((cartoon_dir / "cartoonface_11008.jpg").read_bytes())
 
     async def both():
-        return await asyncio.gather(*(face_mask(im, FaceMaskParams(), detect, parse) for im in (five_faces, other)))
+        return await asyncio.gather(*(face_mask(im, FaceMaskParams(), detect=detect, parse=parse)
+                                      for im in (five_faces, other)))
 
     a, b = asyncio.run(both())
     assert len(a.boxes) == 5 and len(b.boxes) == 1
@@ -68,10 +92,10 @@ def test_concurrent_images_share_parser_batches(asset, five_faces, cartoon_dir):
 def test_crf_refines_within_the_rois(models, five_faces):
     plain = run(five_faces, FaceMaskParams(), models)
     refined = run(five_faces, FaceMaskParams(use_crf=True), models)
-    assert refined.boxes == plain.boxes
+    np.testing.assert_array_equal(refined.boxes, plain.boxes)
     assert refined.mask.shape == plain.mask.shape and refined.mask.max() == 255
     outside = np.ones_like(plain.mask, bool)
-    for box, _ in face_rois(five_faces, np.array(plain.boxes), FaceMaskParams()):
+    for box, _ in face_rois(five_faces, plain.boxes, FaceMaskParams()):
         x1, y1, x2, y2 = box
         outside[y1:y2, x1:x2] = False
     assert refined.mask[outside].max() == 0

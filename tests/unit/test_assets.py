@@ -68,7 +68,8 @@ def test_fetch_from_mirror_verifies_and_resolves(env, mirror, tmp_path):
     assets.fetch(["lbp-detector-cascade"], mirror=mirror)
     path = assets.resolve("lbp-detector-cascade")
     assert path.is_relative_to(tmp_path / "cache")
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == assets.load_manifest()["lbp-detector-cascade"].files[0].sha256
+    pinned = assets.load_manifest()["lbp-detector-cascade"].files[0].sha256
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == pinned
 
 
 def test_corrupt_mirror_file_is_refused_and_not_installed(env, mirror):

@@ -14,9 +14,9 @@ import pytest
 
 from serve_app import sam2_client as sc
 from serve_app.prompts import FacePrompt
-from serve_app.sam2_client import Sam2Client, Sam2Config, parse_response
-from serve_app.settings import Settings
-from tests.conftest import free_port
+from serve_app.sam2_client import Sam2Client, parse_response
+from serve_app.sam2_config import Sam2Config
+from tests.helpers import free_port
 from tests.sam2_standin import Sam2StandIn, ellipse_mask
 
 H, W = 120, 160
@@ -266,14 +266,41 @@ def test_not_json_is_invalid():
         parse_response(b"\xff\xfe<html>", 2, 3)
 
 
-def test_config_from_settings_with_overrides():
-    s = Settings.from_env()
-    cfg = Sam2Config.from_settings(s, url="http://x", timeout_s=None, send="crop")
-    assert cfg.url == "http://x" and cfg.timeout_s == s.sam2_timeout_s and cfg.send == "crop"
-    assert cfg.image_field == s.sam2_image_field
+def test_config_from_env_with_overrides(monkeypatch):
+    for env in Sam2Config.env_names().values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("SAM2_TIMEOUT", "3.5")
+    monkeypatch.setenv("SAM2_IMAGE_FIELD", "img")
+    # None overrides leave the environment's value; others win over it.
+    cfg = Sam2Config.from_env(url="http://x", timeout_s=None, send="crop")
+    assert cfg.url == "http://x" and cfg.timeout_s == 3.5 and cfg.send == "crop"
+    assert cfg.image_field == "img" and cfg.points_field == "points"  # unset: the model's default
     with pytest.raises(ValueError):
         Sam2Config(send="both")
     with pytest.raises(ValueError):
         Sam2Config(url="sam2.internal:8080")  # no scheme: refused at deploy, not per request
-    with pytest.raises(TypeError):
-        Sam2Config.from_settings(s, nonsense=1)
+    with pytest.raises(ValueError, match="nonsense"):
+        Sam2Config.from_env(nonsense=1)
+    with pytest.raises(ValueError, match="api_key"):
+        Sam2Config.from_env(api_key="never from a file or a command line")
+
+
+def test_bad_environment_values_are_one_readable_line(monkeypatch):
+    for env in Sam2Config.env_names().values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("SAM2_TIMEOUT", "0")
+    with pytest.raises(ValueError) as info:
+        Sam2Config.from_env()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("SAM2 settings: timeout_s:")
+    monkeypatch.setenv("SAM2_TIMEOUT", "2")
+    monkeypatch.setenv("SAM2_SEND", "both")
+    with pytest.raises(ValueError, match="send"):
+        Sam2Config.from_env()
+
+
+def test_every_field_has_its_environment_variable():
+    names = Sam2Config.env_names()
+    assert set(names) == set(Sam2Config.model_fields)
+    assert names["url"] == "SAM2_URL" and names["timeout_s"] == "SAM2_TIMEOUT" and names["api_key"] == "SAM2_API_KEY"
+    assert len(set(names.values())) == len(names)

@@ -1,3 +1,4 @@
+from serve_app.sam2_config import Sam2Config
 from serve_app.settings import Settings
 
 
@@ -5,7 +6,8 @@ def test_defaults_when_nothing_is_set(monkeypatch):
     for name in ("ALLOWED_ORIGINS", "URL_FETCH_ALLOWLIST", "MAX_IMAGE_BYTES", "SAM2_URL", "REQUEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     s = Settings.from_env()
-    assert s.allowed_origins == () and s.url_allowlist == () and s.sam2_url == ""
+    assert s.allowed_origins == () and s.url_allowlist == ()
+    assert Sam2Config.from_env().url == ""  # SAM2 settings live in their own model: no URL, polygon masks
     assert s.max_image_bytes == 20 * 1024 * 1024 and s.request_timeout_s == 180.0
 
 

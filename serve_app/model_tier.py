@@ -1,0 +1,88 @@
+"""The model tier: every model FaceGraph serves, named once. Each is ONE Serve
+deployment (in the `models` application, serve_app/apps/models.py) shared by every
+endpoint that uses it, and the same entry builds it inside batch-job actors.
+
+serve_config.yaml's `models` application holds each model's block: `asset` (which
+weights) and `config` (its config dataclass's fields), plus resources, replicas and
+batch sizes under `deployments:`. Pipelines refer to models by these names only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+MODEL_APP = "models"  # the application every model deployment lives in
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    module: str  # deployments.<module> holds class <name> and <name>Config
+    asset_field: str | None = None  # the config field that takes the resolved asset path
+    asset: str | None = None  # the production asset (serve_config.yaml may name another)
+
+
+MODELS: dict[str, ModelEntry] = {
+    "LBPDetector": ModelEntry(module="deployments.lbp_detector", asset_field="cascade_path",
+                              asset="lbp-detector-cascade"),
+    "SegFormerParser": ModelEntry(module="deployments.segformer_parser", asset_field="checkpoint_dir",
+                                  asset="segformer-parser-face-parsing"),
+    "FaceMesh": ModelEntry(module="deployments.facemesh"),
+    "RetinaFace": ModelEntry(module="deployments.retinaface", asset_field="model_path", asset="retinaface-det-10g"),
+    "ArcFace": ModelEntry(module="deployments.arcface", asset_field="model_path", asset="arcface-w600k-r50"),
+}
+
+
+class ModelArgs(BaseModel):
+    """One model's block in the `models` application's args."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset: str | None = Field(None, description="weights by manifest name; default: the model's production asset")
+    config: dict[str, Any] = Field(default_factory=dict, description="fields of the model's config dataclass")
+
+
+def model_class(name: str) -> tuple[type, type]:
+    """(model class, its config class) for a model-tier name."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; the model tier has {', '.join(MODELS)}")
+    module = importlib.import_module(MODELS[name].module)
+    return getattr(module, name), getattr(module, name + "Config")
+
+
+def built_in_weights(name: str) -> str:
+    if name == "FaceMesh":
+        from importlib import metadata
+
+        return f"mediapipe {metadata.version('mediapipe')} face_mesh (bundled, refined 478 points)"
+    return "built in"
+
+
+def model_config(name: str, args: ModelArgs | None = None) -> tuple[type, Any, str]:
+    """(model class, its config, the weights in use) for one model, with the asset
+    resolved to a path (stand-ins only where FACEGRAPH_ALLOW_STAND_INS allows)."""
+    from serve_app.assets import resolve_for_serving
+
+    args = args or ModelArgs()
+    entry = MODELS[name]
+    cls, cfg_cls = model_class(name)
+    kwargs = dict(args.config)
+    weights = built_in_weights(name)
+    if entry.asset_field:
+        weights, path = resolve_for_serving(args.asset or entry.asset)
+        kwargs[entry.asset_field] = str(path)
+    return cls, cfg_cls(**kwargs), weights
+
+
+def serve_config_models(path: str | Path) -> dict[str, ModelArgs]:
+    """The model blocks of a serve config's `models` application (batch jobs build
+    their models from the same file the server uses)."""
+    doc = yaml.safe_load(Path(path).read_text())
+    for app in doc.get("applications", []):
+        if app.get("name") == MODEL_APP:
+            return {name: ModelArgs(**(block or {})) for name, block in app.get("args", {}).get("models", {}).items()}
+    raise ValueError(f"{path} has no {MODEL_APP!r} application")

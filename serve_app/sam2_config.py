@@ -1,0 +1,73 @@
+"""The external SAM2 service's settings, in one place: each field's default, limits,
+help and environment variable. The endpoint's builder args (`sam2:` in
+serve_config.yaml), the batch job's `--sam2-*` options and the SAM2_* environment all
+fill this one model. The API key comes from the environment only, never a file or a
+command line."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from serve_app.spec import validation_message
+
+
+def _env(name: str) -> dict:
+    return {"json_schema_extra": {"env": name}}
+
+
+class Sam2Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field("", description="the SAM2 service's POST URL; empty: polygon masks only", **_env("SAM2_URL"))
+    api_key: str = Field("", description="bearer token (environment only)", repr=False, **_env("SAM2_API_KEY"))
+    image_field: str = Field("image_base64", description="JSON field for the PNG", **_env("SAM2_IMAGE_FIELD"))
+    points_field: str = Field("points", description="JSON field for [[x, y, label], ...]", **_env("SAM2_POINTS_FIELD"))
+    box_field: str = Field("box", description="JSON field for [x1, y1, x2, y2]", **_env("SAM2_BOX_FIELD"))
+    multimask_field: str = Field("multimask", description="JSON field for the multimask flag", **_env("SAM2_MULTIMASK"))
+    return_prob_field: str = Field("return_prob", description="JSON field asking for probabilities",
+                                   **_env("SAM2_RETURN_PROB"))
+    timeout_s: float = Field(10.0, gt=0, le=600, description="one deadline for all faces of an image",
+                             **_env("SAM2_TIMEOUT"))
+    retries: int = Field(2, ge=0, le=10, description="retries on connection errors and 5xx", **_env("SAM2_RETRIES"))
+    concurrency: int = Field(4, ge=1, le=256, description="calls in flight per client", **_env("SAM2_CONCURRENCY"))
+    send: Literal["image", "crop"] = Field("image", description="image: the image once per request; crop: a crop "
+                                           "around each face", **_env("SAM2_SEND"))
+    # After this many unavailable answers in a row (0: never), stop calling for
+    # breaker_cooldown_s and fall back at once, instead of every request paying the
+    # retries or the full timeout against a service that is down.
+    breaker_failures: int = Field(5, ge=0, le=1000, description="unavailable answers in a row that open the "
+                                  "breaker (0: never)", **_env("SAM2_BREAKER_FAILURES"))
+    breaker_cooldown_s: float = Field(30.0, ge=0, le=3600, description="seconds the open breaker skips SAM2",
+                                      **_env("SAM2_BREAKER_COOLDOWN"))
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"SAM2_URL must be an http:// or https:// URL, not {v!r}")
+        return v
+
+    @staticmethod
+    def env_names() -> dict[str, str]:
+        return {name: info.json_schema_extra["env"] for name, info in Sam2Config.model_fields.items()}
+
+    @staticmethod
+    def from_env(**overrides: Any) -> Sam2Config:
+        """The SAM2_* environment (read now, not at import), with every override that
+        is not None on top. A bad value raises ValueError with one readable line."""
+        values = {name: os.environ[env] for name, env in Sam2Config.env_names().items() if os.environ.get(env)}
+        unknown = set(overrides) - set(Sam2Config.model_fields)
+        if unknown or "api_key" in overrides:
+            raise ValueError(f"unknown or not allowed SAM2 options: {sorted(unknown | ({'api_key'} & set(overrides)))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return Sam2Config(**values)
+        except ValidationError as exc:
+            raise ValueError("SAM2 settings: " + validation_message(exc)) from None
+
+
+# Options that may come from a config file or a command line (never the key).
+OVERRIDABLE = tuple(name for name in Sam2Config.model_fields if name != "api_key")
