@@ -7,8 +7,28 @@ cd "$(dirname "$0")/.."
 asset_set="${1:-test}"
 py="${PYTHON:-python3.11}"
 
+# Wheelhouse: a folder of wheels no package index serves for this stack (PyTorch3D),
+# like the asset mirror. Default ../shared/wheels when it exists; "none" skips it. Without
+# one, PyTorch3D is not installed and MeshRenderer uses its plain-torch backend.
+wheelhouse="${FACEGRAPH_WHEELHOUSE:-}"
+if [ -z "$wheelhouse" ] && [ -d ../shared/wheels ]; then wheelhouse=../shared/wheels; fi
+[ "$wheelhouse" = none ] && wheelhouse=""
+if [ -n "$wheelhouse" ] && [ ! -d "$wheelhouse" ]; then
+  echo "FACEGRAPH_WHEELHOUSE=$wheelhouse is not a folder" >&2
+  exit 1
+fi
+
 stamp=.venv/.facegraph-pins
-want=$(cat requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+# The stamp covers the pins, this script and the wheelhouse choice (on or off, and the
+# digests of its PyTorch3D wheels), so switching or refilling the wheelhouse re-installs.
+want=$({ cat requirements.txt constraints.txt scripts/setup.sh
+         if [ -n "$wheelhouse" ]; then
+           echo "wheelhouse=on"
+           (cd "$wheelhouse" && sha256sum pytorch3d-*.whl 2>/dev/null) || true
+         else
+           echo "wheelhouse=off"
+         fi
+       } | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "== installing the pinned stack into .venv"
   # Some machines' pip config names index folders that do not exist; pip warns once per
@@ -27,6 +47,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # CascadeClassifier).
   .venv/bin/pip uninstall -q -y opencv-python opencv-contrib-python opencv-python-headless || true
   .venv/bin/pip install -q --disable-pip-version-check --no-deps opencv-python-headless==4.11.0.86
+  # PyTorch3D (the renderer of record) has no wheel on the index: take it from the
+  # wheelhouse, under the same torch pin; its runtime dependency iopath comes from
+  # requirements.txt. No wheelhouse: remove a PyTorch3D left by an earlier install so
+  # the setting decides which renderer runs.
+  if [ -n "$wheelhouse" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check --no-index --find-links "$wheelhouse" pytorch3d \
+      -c constraints.txt -c .venv/torch-constraint.txt
+    .venv/bin/python -c "import pytorch3d.renderer"
+  else
+    .venv/bin/pip uninstall -q -y pytorch3d 2>/dev/null || true
+  fi
   .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   .venv/bin/python -c "import cv2; assert hasattr(cv2, 'CascadeClassifier'), cv2.__version__"
   echo "$want" > "$stamp"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import logging
 import os
 import shutil
 import sys
@@ -22,15 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-import logging
 
 from serve_app.settings import REPO_ROOT, settings
 
 log = logging.getLogger("facegraph.assets")
 MANIFEST = REPO_ROOT / "assets" / "manifest.yaml"
 FETCH_HINT = "python -m serve_app.assets fetch --set {set} [--mirror DIR]  (or scripts/setup.sh)"
-# Which module writes random-weight checkpoints for a `generate:` entry.
-GENERATORS = {"SegFormerParser": "deployments.segformer_parser:write_random_checkpoint"}
+# Which function writes a `generate:` entry's files, by the entry's `model`. Called as
+# f(dest_dir, variant), or f(dest_dir, variant, inputs) when the entry names the assets
+# it is built from (`from: {role: asset name}`; inputs = {role: that asset's path}).
+GENERATORS = {
+    "SegFormerParser": "deployments.segformer_parser:write_random_checkpoint",  # random weights
+    "TDDFA": "deployments.bfm_assemble:write_assembled_model",  # morphable model from real pieces
+}
 
 
 class AssetMissing(RuntimeError):
@@ -193,29 +198,78 @@ def _extract_member(archive: Path, member: str) -> None:
     archive.write_bytes(data)
 
 
-def _generate(asset: Asset, dest: Path) -> str:
-    if (dest / ".complete").exists():
+def generated_from(asset: Asset) -> dict[str, str]:
+    """{role: asset name} a generated asset is built from (`generate.from`, a mapping of
+    roles, or a list whose names are their own roles); empty for random-weight ones."""
+    src = (asset.generate or {}).get("from") or {}
+    return dict(src) if isinstance(src, dict) else {n: n for n in src}
+
+
+def _fingerprint(asset: Asset, assets: dict[str, Asset]) -> str:
+    """What the `.complete` marker records: the variant, and the pinned digests of the
+    inputs, so a generated asset is rebuilt when what it is built from changes."""
+    lines = [asset.generate["variant"]]
+    for role, name in sorted(generated_from(asset).items()):
+        dep = assets[name]
+        digests = ",".join(f.sha256 or "unpinned" for f in dep.files)
+        if dep.generate:
+            digests = _fingerprint(dep, assets).replace("\n", ";")
+        lines.append(f"{role}={name}:{digests}")
+    return "\n".join(lines) + "\n"
+
+
+def _generate(asset: Asset, dest: Path, inputs: dict[str, Path], fingerprint: str) -> str:
+    marker = dest / ".complete"
+    if marker.exists() and marker.read_text() == fingerprint:
         return "cached"
     module, _, func = GENERATORS[asset.generate["model"]].partition(":")
     shutil.rmtree(dest, ignore_errors=True)
-    getattr(importlib.import_module(module), func)(dest, asset.generate["variant"])
-    (dest / ".complete").write_text(asset.generate["variant"] + "\n")
+    generator = getattr(importlib.import_module(module), func)
+    if inputs:
+        generator(dest, asset.generate["variant"], inputs)
+    else:
+        generator(dest, asset.generate["variant"])
+    marker.write_text(fingerprint)
     return "generated"
 
 
 def fetch(names: list[str], mirror: Path | None = None, dest_root: Path | None = None,
           allow_unpinned: bool = False) -> None:
+    """Fill dest_root (default: the cache) with the named assets; a generated asset's
+    inputs (`generate.from`) are fetched first, into the same place."""
     assets = load_manifest()
     root = dest_root or Path(settings().assets_cache)
-    failed = []
-    for name in names:
+    outcome: dict[str, Exception | None] = {}  # each asset once per call, inputs included
+
+    def fetch_one(name: str, chain: tuple[str, ...] = ()) -> None:
+        if name in outcome:
+            if outcome[name] is not None:
+                raise AssetMissing(f"{name} was not fetched: {outcome[name]}")
+            return
+        if name in chain:
+            raise AssetMissing(f"generate.from cycle: {' -> '.join((*chain, name))}")
+        if name not in assets:
+            raise AssetMissing(f"unknown asset {name!r} (named in {chain[-1] if chain else 'the command'})")
         asset = assets[name]
         try:
             if asset.generate:
-                print(f"{name}: {_generate(asset, root / asset.path)}")
-                continue
-            hows = {_fetch_file(f, root / f.path, mirror, allow_unpinned) for f in asset.files}
-            print(f"{name}: {'/'.join(sorted(hows))} ({len(asset.files)} file(s))")
+                inputs = {}
+                for role, dep in generated_from(asset).items():
+                    fetch_one(dep, (*chain, name))
+                    inputs[role] = root / assets[dep].path
+                print(f"{name}: {_generate(asset, root / asset.path, inputs, _fingerprint(asset, assets))}")
+            else:
+                hows = {_fetch_file(f, root / f.path, mirror, allow_unpinned) for f in asset.files}
+                print(f"{name}: {'/'.join(sorted(hows))} ({len(asset.files)} file(s))")
+        except (AssetMissing, AssetCorrupt) as exc:
+            outcome[name] = exc
+            raise
+        outcome[name] = None
+
+    failed = []
+    for name in names:
+        try:
+            fetch_one(name)
         except (AssetMissing, AssetCorrupt) as exc:  # report every failure, not just the first
             print(f"{name}: FAILED: {exc}", file=sys.stderr)
             failed.append(name)
