@@ -102,7 +102,7 @@ def predict_isolated(model: Any, items: list) -> list:
 
 @serve.deployment(
     max_ongoing_requests=32,
-    ray_actor_options={"num_cpus": 0.5},
+    ray_actor_options={"num_cpus": 0.25},
     user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.01},
 )
 class ModelServer:

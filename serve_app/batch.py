@@ -20,6 +20,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -105,6 +106,25 @@ async def _run_one(row: dict, models: Models, process, options: dict) -> dict:
         return {"path": rel, "error": f"{type(exc).__name__}: {exc}", "fields": "{}"}
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write under a temporary name, then rename: a killed job never leaves a
+    half-written file under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def input_root(given: Path) -> tuple[Path, list[str]]:
+    """(root folder, inputs relative to it): every file under a folder, or one file."""
+    given = given.resolve()
+    if given.is_file():
+        return given.parent, [given.name]
+    if not given.is_dir():
+        raise SystemExit(f"error: --input {given} is neither a folder nor a file")
+    return given, list_inputs(given)
+
+
 def list_inputs(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)) for p in root.rglob("*")
@@ -138,13 +158,12 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
 
     from deployments.serving import PipelineWorker
 
-    input_dir, output = Path(args.input).resolve(), Path(args.output).resolve()
+    (input_dir, inputs), output = input_root(Path(args.input)), Path(args.output).resolve()
     # Options first: a bad value stops the job before any work, with one line.
     options = dict(job.options(args) if job.options else {}, params=specs.from_arguments(job.spec.params, args),
                    input=str(input_dir), output=str(output))
     output.mkdir(parents=True, exist_ok=True)
     previous = load_results(output)
-    inputs = list_inputs(input_dir)
     todo = [rel for rel in inputs if not _is_done(previous.get(rel), output)]
     print(f"{job.name}: {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to run")
 
@@ -159,18 +178,17 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
             batch_size=args.batch_size, compute=ray.data.ActorPoolStrategy(size=args.workers),
             num_cpus=args.cpus_per_worker,
         )
-        start, done = time.perf_counter(), 0
-        with open(output / RESULTS_FILE, "a") as results:
+        with open(output / RESULTS_FILE, "a") as results, progress(len(todo)) as bar:
             # Streamed: each row is on disk as soon as it is done, so a killed run resumes.
             for row in ds.iter_rows():
                 record = {"path": row["path"], "error": row["error"], **json.loads(row["fields"])}
                 results.write(json.dumps(record) + "\n")
                 results.flush()
                 previous[record["path"]] = record
-                done += 1
-                if done % 10 == 0 or done == len(todo):
-                    rate = done / (time.perf_counter() - start)
-                    print(f"  {done}/{len(todo)} ({rate:.1f} images/s)", flush=True)
+                bar.update(1)
+                if record["error"] and args.stop_on_error:
+                    print(f"{job.name}: stopped at the first error ({record['path']}: {record['error']})")
+                    break
 
     rows = [previous[rel] for rel in inputs if rel in previous]
     # Compact: one row per input, in input order.
@@ -180,6 +198,34 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     failed = sum(1 for r in rows if r.get("error"))
     print(f"{job.name}: {len(rows) - failed} ok, {failed} errors -> {output / RESULTS_FILE}")
     return rows
+
+
+class _Lines:
+    """Progress as a line every 10 inputs, where no terminal shows a bar (logs, CI)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.done % 10 == 0 or self.done == self.total:
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            print(f"  {self.done}/{self.total} ({rate:.1f} images/s)", flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def progress(total: int):
+    """A tqdm bar on a terminal, progress lines elsewhere."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="image", desc="  progress")
+    return _Lines(total)
 
 
 def jobs() -> dict[str, BatchJob]:
@@ -211,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cpus-per-worker", type=float, default=1.0)
         p.add_argument("--batch-size", type=int, default=8, help="images per block; models batch across them")
         p.add_argument("--address", default=None, help="Ray cluster address (default: start or find a local one)")
+        p.add_argument("--stop-on-error", action="store_true",
+                       help="stop at the first input that fails (exit status 1); default: record it and go on")
         p.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"),
                        help="serve config whose `models` block configures the models [default: %(default)s]")
         p.add_argument("--asset", action="append", metavar="MODEL=ASSET",
@@ -220,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             job.add_arguments(p)
     args = parser.parse_args(argv)
     rows = run_job(registry[args.job], args)
-    return 0 if rows is not None else 1
+    return 1 if args.stop_on_error and any(r.get("error") for r in rows) else 0
 
 
 if __name__ == "__main__":

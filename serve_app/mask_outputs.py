@@ -11,20 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from serve_app import errors
 from serve_app.imaging import b64, encode_png
 
 OUTPUT_FIELDS = {"mask": "mask_png_base64", "rgba": "face_rgba_png_base64", "overlay": "overlay_png_base64"}
 TINT_RGB = np.array([0, 255, 0], np.float32)
 TINT_ALPHA = 0.45
-
-
-def parse_outputs(raw: str) -> frozenset[str]:
-    """The `outputs` form field ("mask,rgba,overlay") -> the set of kinds, or 422."""
-    wanted = frozenset(p.strip() for p in raw.split(",") if p.strip())
-    if not wanted or wanted - OUTPUT_FIELDS.keys():
-        raise errors.invalid_parameter("outputs", f"comma-separated subset of {', '.join(OUTPUT_FIELDS)}")
-    return wanted
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

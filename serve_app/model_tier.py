@@ -25,6 +25,8 @@ class ModelEntry:
     module: str  # deployments.<module> holds class <name> and <name>Config
     asset_field: str | None = None  # the config field that takes the resolved asset path
     asset: str | None = None  # the production asset (serve_config.yaml may name another)
+    # Further files the config takes: config field -> production asset.
+    extra_assets: tuple[tuple[str, str], ...] = ()
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -35,7 +37,16 @@ MODELS: dict[str, ModelEntry] = {
     "FaceMesh": ModelEntry(module="deployments.facemesh"),
     "RetinaFace": ModelEntry(module="deployments.retinaface", asset_field="model_path", asset="retinaface-det-10g"),
     "ArcFace": ModelEntry(module="deployments.arcface", asset_field="model_path", asset="arcface-w600k-r50"),
+    "TDDFA": ModelEntry(module="deployments.tddfa", asset_field="weights_path", asset="tddfa-mb1-120",
+                        extra_assets=(("param_stats_path", "tddfa-param-mean-std"),)),
+    "MeshRenderer": ModelEntry(module="deployments.mesh_renderer"),
 }
+
+# The morphable model that turns TDDFA's parameters into a mesh: plain numpy in the
+# pipelines that need it, not a deployment. The production file and the files its
+# loader needs beside it (3DDFA_V2's own triangles and UVs).
+MORPHABLE_MODEL = "tddfa-bfm-noneck-v3"
+MORPHABLE_MODEL_FILES = {"tri_path": "tddfa-tri", "uv_mat_path": "tddfa-bfm-uv", "indices_path": "tddfa-bfm-indices"}
 
 
 class ModelArgs(BaseModel):
@@ -43,6 +54,8 @@ class ModelArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     asset: str | None = Field(None, description="weights by manifest name; default: the model's production asset")
+    assets: dict[str, str] = Field(default_factory=dict, description="other files by config field, e.g. "
+                                   "param_stats_path: tddfa-param-mean-std")
     config: dict[str, Any] = Field(default_factory=dict, description="fields of the model's config dataclass")
 
 
@@ -75,7 +88,21 @@ def model_config(name: str, args: ModelArgs | None = None) -> tuple[type, Any, s
     if entry.asset_field:
         weights, path = resolve_for_serving(args.asset or entry.asset)
         kwargs[entry.asset_field] = str(path)
+    for field_name, asset in entry.extra_assets:
+        kwargs[field_name] = str(resolve_for_serving(args.assets.get(field_name, asset))[1])
     return cls, cfg_cls(**kwargs), weights
+
+
+def morphable_model(asset: str = MORPHABLE_MODEL):
+    """(MorphableModel, its description) from the production file, or its stand-in
+    where FACEGRAPH_ALLOW_STAND_INS allows (here: assembled from the BFM pieces)."""
+    from deployments.bfm import MorphableModel
+    from serve_app.assets import resolve_for_serving
+
+    _, path = resolve_for_serving(asset)
+    files = {name: resolve_for_serving(a)[1] for name, a in MORPHABLE_MODEL_FILES.items()}
+    model = MorphableModel.load(path, **files)
+    return model, model.description
 
 
 def serve_config_models(path: str | Path) -> dict[str, ModelArgs]:

@@ -67,7 +67,7 @@ class FaceMaskSource(BaseModel):
 
 
     @staticmethod
-    def of(face) -> "FaceMaskSource":
+    def of(face) -> FaceMaskSource:
         """From the pipeline's FaceSource, rounded for display."""
         return FaceMaskSource(box=display.box(face.box), prompt_box=face.prompt_box, meshed=face.meshed,
                               mask_source=face.mask_source, fallback_reason=face.fallback_reason)
@@ -130,3 +130,70 @@ class ExtractFacesResponse(BaseModel):
     images_processed: int = Field(description="images that loaded and went through detection")
     image_errors: list[ImageError] = Field(default_factory=list, description="images that could not be used")
     processing_time_ms: float
+
+
+# POST /v1/mask-augment
+
+
+class FaceAugmentationOut(BaseModel):
+    augmentation: int = Field(description="which augmentation of the image (0-based)")
+    mask_type: str | None = Field(description="the mask painted on this face; null: none (see error)")
+    mask_color: str | None = Field(None, description="#rrggbb for plain masks")
+    texture: str | None = Field(None, description="category/name for cloth masks")
+    error: str | None = Field(None, description="why this face has no mask: no_mesh, mask_failed")
+    crops: dict[str, str] = Field(default_factory=dict, description="crop style -> data:image/jpeg;base64 URI")
+
+
+class MaskAugmentFace(BaseModel):
+    face_index: int
+    box: list[float] = Field(description="detector box [x1, y1, x2, y2]")
+    score: float
+    landmarks: list[list[float]] = Field(description="the detector's 5 points [x, y]")
+    yaw: float | None = Field(description="head yaw in degrees (> 0: turned towards the image's right); null: no mesh")
+    meshed: bool
+    augmentations: list[FaceAugmentationOut]
+
+
+class AugmentedImage(BaseModel):
+    augmentation: int
+    masked_png_base64: str | None = Field(None, description="the whole image with every face masked (if requested)")
+
+
+class MaskAugmentResponse(BaseModel):
+    request_id: str
+    width: int
+    height: int
+    seed: int = Field(description="the seed used: send it back to get the same bytes")
+    faces: list[MaskAugmentFace]
+    augmentations: list[AugmentedImage]
+
+
+# POST /v1/anonymize
+
+
+class PoseOut(BaseModel):
+    yaw: float
+    pitch: float
+    roll: float
+
+
+class AnonymizedFaceOut(BaseModel):
+    face_index: int
+    box: list[float] = Field(description="detector box [x1, y1, x2, y2]")
+    score: float
+    landmarks: list[list[float]] = Field(description="the 68 landmarks [x, y, z] (iBUG order), image pixels")
+    pose: PoseOut = Field(description="degrees; yaw > 0: turned towards the image's right, pitch > 0: chin down")
+    render_png_base64: str | None = Field(None, description="frontal render of the anonymised face, RGBA (if requested)")
+    mesh_zip_base64: str | None = Field(None, description="OBJ + MTL + texture PNG of the anonymised face, zipped "
+                                        "(only with outputs=mesh)")
+
+
+class AnonymizeResponse(BaseModel):
+    request_id: str
+    width: int
+    height: int
+    morphable_model: str = Field(description="which morphable model built the meshes")
+    faces: list[AnonymizedFaceOut]
+    anonymized_png_base64: str | None = Field(None, description="the photo with every face anonymised (if requested)")
+    segmented_png_base64: str | None = Field(None, description="the photo as RGBA, eyes (and mouth) cut out "
+                                             "(if requested)")

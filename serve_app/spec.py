@@ -94,6 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefi
             continue
         _, kwargs = _arg_type(info.annotation)
         default = info.get_default(call_default_factory=True)
+        if kwargs.get("action") is argparse.BooleanOptionalAction and name.startswith("no_") and default is False:
+            kwargs = {"action": "store_const", "const": True}  # --no-mask, never --no-no-mask
         shown = "unset" if default is None else (",".join(map(str, default)) if isinstance(default, (list, tuple))
                                                   else default)
         help_text = f"{info.description or name} [default: {shown}]{_limits(info)}"

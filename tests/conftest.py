@@ -35,6 +35,8 @@ TEST_MODELS = {
     "FaceMesh": {"config": {"max_num_faces": 5}},
     "RetinaFace": {"asset": "retinaface-det-500m"},
     "ArcFace": {"asset": "arcface-mobilefacenet-128d"},
+    "TDDFA": {"asset": "tddfa-mb05-120"},
+    "MeshRenderer": {"config": {"backend": "auto"}},
 }
 
 

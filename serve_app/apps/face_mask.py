@@ -8,20 +8,18 @@ with every other endpoint that uses them; see serve_app/apps/models.py).
 # No `from __future__ import annotations` here: FastAPI and Serve read the real
 # annotations (the form model, the builder's args).
 
-from typing import Annotated
-
-from fastapi import Form, Request
+from fastapi import Request
 from pydantic import BaseModel
 from ray import serve
 
 from serve_app import display
 from serve_app.apps import ingress
 from serve_app.http import create_app, request_id
+from serve_app.mask_outputs import OUTPUT_FIELDS
 from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
 from serve_app.schemas import FaceMaskResponse
 
-# The multipart form: the pipeline's parameters (one model, serve_app/spec.py) and `outputs`.
-MaskForm = Annotated[ingress.mask_form(FaceMaskParams), Form()]
+MaskForm = ingress.upload_form(FaceMaskParams, tuple(OUTPUT_FIELDS), "mask,rgba,overlay")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: cartoon face mask")
 calls = ingress.ModelCalls(SPEC.models)
 ingress.add_health_routes(app, lambda: calls)

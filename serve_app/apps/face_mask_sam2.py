@@ -10,21 +10,21 @@ response says so; SAM2 trouble never fails the request.
 # No `from __future__ import annotations` here: FastAPI and Serve read the real
 # annotations (the form model, the builder's args).
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Form, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 from ray import serve
 
 from serve_app.apps import ingress
 from serve_app.http import create_app, request_id
+from serve_app.mask_outputs import OUTPUT_FIELDS
 from serve_app.pipelines.face_mask_sam2 import SPEC, FaceMaskSam2Params, face_mask_sam2
 from serve_app.sam2_client import Sam2Client
 from serve_app.sam2_config import Sam2Config
 from serve_app.schemas import FaceMaskSam2Response, FaceMaskSource
 
-# The multipart form: the pipeline's parameters (one model, serve_app/spec.py) and `outputs`.
-MaskForm = Annotated[ingress.mask_form(FaceMaskSam2Params), Form()]
+MaskForm = ingress.upload_form(FaceMaskSam2Params, tuple(OUTPUT_FIELDS), "mask,rgba,overlay")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face mask with FaceMesh + SAM2")
 calls = ingress.ModelCalls(SPEC.models)
 sam2_state = {"SAM2": "not started"}

@@ -5,13 +5,12 @@ failures of model calls into the shared error shape."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 from ray import exceptions as ray_exceptions
@@ -35,12 +34,21 @@ MASK_ERRORS = {status: {} for status in (400, 413, 415, 422, 503, 504)}
 ImageUpload = Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP, TIFF or GIF (first frame)")]
 
 
-@functools.cache
-def mask_form(params: type[Params]) -> type[BaseModel]:
-    """A mask endpoint's form fields: the pipeline's parameters plus `outputs`."""
-    return create_model(params.__name__ + "MaskForm", __base__=form_model(params),
-                        outputs=(str, Field("mask,rgba,overlay", description="which images to return: mask, rgba, "
-                                            "overlay; the others come back null and are not encoded")))
+def upload_form(params: type[Params], outputs: tuple[str, ...], default: str):
+    """An image endpoint's form fields as one annotated type: the pipeline's parameters
+    (one model, serve_app/spec.py) plus `outputs`, which of `outputs` to encode."""
+    model = create_model(params.__name__ + "Form", __base__=form_model(params), outputs=(str, Field(
+        default, description=f"which to return, comma-separated: {', '.join(outputs)}; the others come back "
+                             "null and are not encoded")))
+    return Annotated[model, Form()]
+
+
+def parse_outputs(raw: str, allowed) -> frozenset[str]:
+    """The `outputs` form field -> the set asked for, or 422 naming the choices."""
+    wanted = frozenset(p.strip() for p in raw.split(",") if p.strip())
+    if not wanted or wanted - set(allowed):
+        raise errors.invalid_parameter("outputs", f"a comma-separated subset of {', '.join(allowed)}")
+    return wanted
 
 
 class ModelCalls:
@@ -163,9 +171,9 @@ async def mask_request(request: Request, image: UploadFile, form: BaseModel, par
     run the pipeline with the form's parameters under REQUEST_TIMEOUT (504 past it),
     then encode the images the client asked for off the event loop.
     -> (pipeline result, encoded images)."""
-    from serve_app.mask_outputs import encode_outputs, parse_outputs
+    from serve_app.mask_outputs import OUTPUT_FIELDS, encode_outputs
 
-    wanted = parse_outputs(form.outputs)
+    wanted = parse_outputs(form.outputs, OUTPUT_FIELDS)
     rgb = await decoded_upload(request, image)
     result = await within_request_timeout(pipeline(rgb, from_form(params, form)), "the face mask")
     encoded = await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)

@@ -16,6 +16,7 @@ WEIGHTS = {
     "SegFormerParser": "segformer-parser-tiny",
     "RetinaFace": "retinaface-det-500m",
     "ArcFace": "arcface-mobilefacenet-128d",
+    "TDDFA": "tddfa-mb05-120",
 }
 
 
@@ -79,12 +80,14 @@ def test_healthz_lists_every_application_and_every_model(client, apps, model_tie
     body = resp.json()
     assert body["status"] == "ok" and body["version"] and body["timestamp"].endswith("+00:00")
     assert body["applications"] == {MODEL_APP: "RUNNING", **{name: "RUNNING" for name in APPS}}
-    assert set(body["models"]) == {*WEIGHTS, "FaceMesh"}
+    assert set(body["models"]) == {*WEIGHTS, "FaceMesh", "MeshRenderer"}
     for name, weights in WEIGHTS.items():
         assert body["models"][name] == {"weights": weights, "device": "cpu"}, (name, body["models"][name])
     mesh = body["models"]["FaceMesh"]
     assert set(mesh) == {"weights", "device"} and mesh["device"] == "cpu"
     assert mesh["weights"].startswith("mediapipe ") and "face_mesh" in mesh["weights"]
+    renderer = body["models"]["MeshRenderer"]
+    assert renderer["device"] == "cpu" and renderer["backend"] in ("pytorch3d", "torch"), renderer
 
 
 def test_each_model_is_one_deployment_shared_by_the_apps(client, apps, photos_dir):

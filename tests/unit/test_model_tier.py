@@ -179,9 +179,11 @@ def test_serve_config_model_blocks_fit_their_models():
         _, cfg_cls = model_class(name)
         if args.asset is not None:
             assert entry.asset_field and args.asset in manifest, name
+        file_fields = ({entry.asset_field} if entry.asset_field else set()) | {f for f, _ in entry.extra_assets}
+        assert set(args.assets) <= file_fields and all(a in manifest for a in args.assets.values()), name
         fields = {f.name for f in dataclasses.fields(cfg_cls)}
-        assert set(args.config) <= fields - {entry.asset_field}, name
-        cfg_cls(**args.config, **({entry.asset_field: "x"} if entry.asset_field else {}))
+        assert set(args.config) <= fields - file_fields, name
+        cfg_cls(**args.config, **dict.fromkeys(file_fields, "x"))
 
 
 def test_every_model_has_its_deployment_in_the_models_application():
