@@ -7,6 +7,10 @@ of a group photo is large enough for MediaPipe's short-range detector (its own
 detectors miss small faces). Each face comes back in image pixels with the mesh's 478
 points, the detector's box, score and 5 points (`five`) and the head pose. A face the
 mesh cannot place keeps its box and 5 points, with `meshed=False`.
+
+When the detector finds no face at all, the mesh looks at the whole image itself: a
+face that fills a tightly cropped image (an aligned 112x112 headshot) is what
+RetinaFace misses and MediaPipe's own detector finds.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import cv2
 import numpy as np
 
 from deployments.facemesh import FaceCrop
-from deployments.geometry import iou, letterbox_size
+from deployments.geometry import fit_longest_side, iou, letterbox_size
 from deployments.retinaface import DET_SIZE
 from deployments.types import MESH_478, FaceLandmarks
 from serve_app.pipelines.common import Model, gather_or_cancel
@@ -26,6 +30,7 @@ from serve_app.pipelines.common import Model, gather_or_cancel
 CROP_FACTOR = 2.0  # crop side, in detector-box sides: the face fills about half the crop
 CROP_SIZE = 256  # crops are resized to this square (up for small faces, down for large)
 MIN_MESH_IOU = 0.3  # the mesh's face must be the detector's face, not a neighbour
+MESH_MAX_SIDE = 1920  # the whole-image fallback meshes a copy no larger than this
 
 
 def detector_input(image: np.ndarray, det_size: int = DET_SIZE) -> tuple[np.ndarray, float]:
@@ -81,6 +86,19 @@ async def locate_faces(image: np.ndarray, detect: Model, mesh: Model, max_faces:
                        det_size: int = DET_SIZE) -> list[FaceLandmarks]:
     """Every face (at most `max_faces`, best detector score first) with its mesh."""
     faces = (await detect_faces(image, detect, det_size))[:max_faces]
+    if not faces:
+        return (await mesh_whole_image(image, mesh))[:max_faces]
     crops = await asyncio.to_thread(lambda: [square_crop(image, f.box) for f in faces])
     meshes = await gather_or_cancel(mesh(FaceCrop(crop)) for crop, _ in crops)
     return [place_mesh(face, found, origin) for face, (_, origin), found in zip(faces, crops, meshes)]
+
+
+async def mesh_whole_image(image: np.ndarray, mesh: Model) -> list[FaceLandmarks]:
+    """The mesh's own detectors on the image (a copy no larger than MESH_MAX_SIDE),
+    faces in full-size pixels."""
+    height, width = image.shape[:2]
+    h, w = fit_longest_side(height, width, MESH_MAX_SIDE)
+    if (h, w) == (height, width):
+        return list(await mesh(image))
+    small = await asyncio.to_thread(cv2.resize, image, (w, h), interpolation=cv2.INTER_AREA)
+    return [f.scaled(width / w) for f in await mesh(small)]
