@@ -32,9 +32,11 @@ ingress.add_health_routes(app, lambda: calls)
 
 
 def face_augmentation(index: int, fa, wanted: frozenset[str]) -> FaceAugmentationOut:
-    crops = {style: data_uri(encode_jpeg(crop, CROP_QUALITY), "image/jpeg") for style, crop in fa.crops.items()}
+    # Encoded only when asked for: the form promises that what is not wanted is not encoded.
+    crops = ({style: data_uri(encode_jpeg(crop, CROP_QUALITY), "image/jpeg") for style, crop in fa.crops.items()}
+             if "crops" in wanted else {})
     return FaceAugmentationOut(augmentation=index, mask_type=fa.mask_type, mask_color=fa.mask_color,
-                               texture=fa.texture, error=fa.error, crops=crops if "crops" in wanted else {})
+                               texture=fa.texture, error=fa.error, crops=crops)
 
 
 def build_response(result: MaskAugmentResult, wanted: frozenset[str], rid: str) -> MaskAugmentResponse:
@@ -45,7 +47,8 @@ def build_response(result: MaskAugmentResult, wanted: frozenset[str], rid: str) 
             face_index=i, box=display.box(face.box), score=display.score(face.score),
             landmarks=display.points(face.five_points()), yaw=None if face.pose is None else round(face.pose.yaw, 1),
             meshed=face.meshed, augmentations=augmentations))
-    images = [AugmentedImage(augmentation=a, masked_png_base64=b64(encode_png(aug.image)) if "masked" in wanted else None)
+    images = [AugmentedImage(augmentation=a,
+                             masked_png_base64=b64(encode_png(aug.image)) if "masked" in wanted else None)
               for a, aug in enumerate(result.augmentations)]
     return MaskAugmentResponse(request_id=rid, width=result.width, height=result.height, seed=result.seed,
                                faces=faces, augmentations=images)
