@@ -27,7 +27,12 @@ from deployments.types import Placement
 
 log = logging.getLogger("facegraph.serving")
 
-BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
+# Ray's metrics agent rebuilds a histogram's _sum from bucket MIDPOINTS, not from the
+# values observed: with boundaries [1, 2, 4, ...] every batch of 1 counted as 0.5. Each
+# boundary sits half-way between integers, so a bucket holding one batch size has that
+# size as its midpoint (exact up to 8; wider buckets above are approximate). Dashboards
+# take the exact mean batch from the counters: items_total / batches_total.
+BATCH_SIZE_BUCKETS = [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 12.5, 16.5, 24.5, 32.5, 48.5, 64.5]
 LATENCY_MS_BUCKETS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
 
 
@@ -122,10 +127,12 @@ class ModelServer:
             boundaries=BATCH_SIZE_BUCKETS, tag_keys=tags)
         self._m_items = metrics.Counter(
             "facegraph_model_items_total", description="Items predicted", tag_keys=tags)
+        self._m_batches = metrics.Counter(
+            "facegraph_model_batches_total", description="predict() calls (batches)", tag_keys=tags)
         self._m_latency = metrics.Histogram(
             "facegraph_model_batch_latency_ms", description="Wall time of one predict() call",
             boundaries=LATENCY_MS_BUCKETS, tag_keys=tags)
-        for m in (self._m_batch, self._m_items, self._m_latency):
+        for m in (self._m_batch, self._m_items, self._m_batches, self._m_latency):
             m.set_default_tags({"model": self.name})
 
     def reconfigure(self, user_config: dict) -> None:
@@ -153,6 +160,7 @@ class ModelServer:
         self._m_latency.observe((time.perf_counter() - start) * 1000)
         self._m_batch.observe(len(items))
         self._m_items.inc(len(items))
+        self._m_batches.inc()
         self.batch_sizes[len(items)] += 1
         return out
 

@@ -178,3 +178,35 @@ def test_custom_metrics_reach_the_node_metrics_endpoint(client, url, cartoon_dir
         time.sleep(2)
     missing = [w for w in wanted if w not in text]
     assert not missing, f"not exported within 60 s: {missing}"
+
+
+def _metric(text: str, name: str, model: str) -> float:
+    """Sum of a metric's samples for one model (over every replica and tag set)."""
+    import re
+
+    pattern = re.compile(rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} ([0-9.e+-]+)$', re.M)
+    return sum(float(v) for v in pattern.findall(text))
+
+
+def test_mean_batch_size_is_items_over_batches(client, url, cartoon_dir, ray_cluster):
+    """Ray rebuilds a histogram's _sum from bucket midpoints; the batch-size buckets are
+    placed so a dashboard's mean batch (sum / count) equals items / batches for the
+    batch sizes seen here (all <= 8), and the counters give it exactly everywhere."""
+    data = (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes()
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: post(client, url, data, outputs="mask"), range(12)))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        text = httpx.get(ray_cluster["metrics_url"], timeout=5).text
+        batches = _metric(text, "ray_facegraph_model_batches_total", "SegFormerParser")
+        count = _metric(text, "ray_facegraph_model_batch_size_count", "SegFormerParser")
+        if batches and count == batches:
+            break
+        time.sleep(2)
+    for model in ("SegFormerParser", "LBPDetector"):
+        items = _metric(text, "ray_facegraph_model_items_total", model)
+        batches = _metric(text, "ray_facegraph_model_batches_total", model)
+        total = _metric(text, "ray_facegraph_model_batch_size_sum", model)
+        count = _metric(text, "ray_facegraph_model_batch_size_count", model)
+        assert batches > 0 and count == batches, (model, batches, count)
+        assert abs(total / count - items / batches) < 1e-6, (model, total, count, items, batches)
