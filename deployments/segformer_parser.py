@@ -1,10 +1,19 @@
-"""SegFormerParser: SegFormer face parsing (19 CelebAMask-HQ labels) from a local
-checkpoint directory (config.json, preprocessor_config.json, weights).
+"""SegFormerParser: the face parser (19 CelebAMask-HQ labels) from a local checkpoint
+folder, in one of two formats, told apart by what the folder holds:
+
+- config.json (+ preprocessor_config.json, weights): a transformers SegFormer, the
+  production model (jonathandinu/face-parsing) or the random test / bench ones;
+- model_best.pth: the small trained UNet (deployments/unet_parser.py), the local
+  stand-in when the SegFormer weights are absent.
+
+Either way the network's output channel c is CelebAMask-HQ id c, so the pipelines and
+the apps do not know which one serves. The class keeps its name: it is the deployment
+name in serve_config.yaml, the metrics and the model tier.
 
 Item: ParseRequest(roi uint8 RGB HxWx3, labels). Result: float32 HxW, the probability
 that each ROI pixel belongs to any of the requested labels (not 19 maps: only what the
 pipeline needs travels back). ROIs of any sizes from any requests share one forward
-pass: each is resized to the checkpoint's input size, as its preprocessor config says.
+pass: each is resized to the checkpoint's input size.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from deployments import unet_parser
 from deployments.torch_runtime import inference, prepare, torch_device
 from deployments.types import ParseRequest, Placement
 
@@ -31,25 +41,26 @@ class SegFormerParserConfig:
     checkpoint_dir: str
 
 
+@dataclass(frozen=True)
+class ParserNet:
+    """A loaded checkpoint: pixels [N,3,H,W] float -> logits [N,labels,h,w] (channel = CelebAMask-HQ id),
+    and its preprocessing: resize to input_hw (None: keep the ROI size), then x * mul + add per channel."""
+
+    module: torch.nn.Module
+    input_hw: tuple[int, int] | None
+    mul: np.ndarray
+    add: np.ndarray
+    num_labels: int
+    kind: str  # "segformer" | "unet"
+
+
 class SegFormerParser:
     def __init__(self, cfg: SegFormerParserConfig, placement: Placement = Placement()):
-        from transformers import SegformerForSemanticSegmentation
-
         self.device = torch_device(placement)
-        ckpt = Path(cfg.checkpoint_dir)
-        prep = json.loads((ckpt / "preprocessor_config.json").read_text())
-        size = prep.get("size", {"height": 512, "width": 512})
-        self.input_hw = (int(size["height"]), int(size["width"])) if prep.get("do_resize", True) else None
-        scale = float(prep.get("rescale_factor", 1 / 255)) if prep.get("do_rescale", True) else 1.0
-        mean = np.asarray(prep.get("image_mean", [0.485, 0.456, 0.406]), np.float32)
-        std = np.asarray(prep.get("image_std", [0.229, 0.224, 0.225]), np.float32)
-        if not prep.get("do_normalize", True):
-            mean, std = np.zeros(3, np.float32), np.ones(3, np.float32)
-        # (x * scale - mean) / std folded into one multiply-add per pixel.
-        self._mul = (scale / std).astype(np.float32)
-        self._add = (-mean / std).astype(np.float32)
-        self.model = prepare(SegformerForSemanticSegmentation.from_pretrained(str(ckpt)), self.device)
-        self.num_labels = int(self.model.config.num_labels)
+        net = load_parser_net(Path(cfg.checkpoint_dir))
+        self.kind, self.input_hw, self.num_labels = net.kind, net.input_hw, net.num_labels
+        self._mul, self._add = net.mul, net.add
+        self.model = prepare(net.module, self.device)
 
     def predict(self, items: list[ParseRequest]) -> list[np.ndarray]:
         if not items:
@@ -72,8 +83,8 @@ class SegFormerParser:
 
     def _forward(self, pixels: np.ndarray) -> torch.Tensor:
         with inference():
-            out = self.model(pixel_values=torch.from_numpy(pixels).to(self.device))
-            return out.logits.float().softmax(dim=1).cpu()
+            logits = self.model(torch.from_numpy(pixels).to(self.device))
+            return logits.float().softmax(dim=1).cpu()
 
     def _postprocess(self, probs: torch.Tensor, items: list[ParseRequest]) -> list[np.ndarray]:
         results = []
@@ -83,6 +94,47 @@ class SegFormerParser:
             h, w = item.roi.shape[:2]
             results.append(cv2.resize(face, (w, h), interpolation=cv2.INTER_LINEAR).clip(0, 1))
         return results
+
+
+def load_parser_net(ckpt: Path) -> ParserNet:
+    """The checkpoint folder's network, by its format (see the module docstring)."""
+    if (ckpt / "config.json").is_file():
+        return _load_segformer(ckpt)
+    if unet_parser.is_checkpoint(ckpt):
+        side = unet_parser.INPUT_SIDE
+        return ParserNet(unet_parser.load(ckpt), (side, side), np.full(3, unet_parser.PIXEL_SCALE, np.float32),
+                         np.full(3, unet_parser.PIXEL_OFFSET, np.float32), len(unet_parser.CHANNEL_TO_CELEBAMASK),
+                         "unet")
+    raise FileNotFoundError(f"{ckpt} is not a face-parser checkpoint: it holds neither config.json (SegFormer) "
+                            f"nor {unet_parser.CHECKPOINT_FILE} (small UNet)")
+
+
+class _Logits(torch.nn.Module):
+    """A transformers segmentation model as pixels -> logits, the UNet's call shape."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).logits
+
+
+def _load_segformer(ckpt: Path) -> ParserNet:
+    from transformers import SegformerForSemanticSegmentation
+
+    prep = json.loads((ckpt / "preprocessor_config.json").read_text())
+    size = prep.get("size", {"height": 512, "width": 512})
+    input_hw = (int(size["height"]), int(size["width"])) if prep.get("do_resize", True) else None
+    scale = float(prep.get("rescale_factor", 1 / 255)) if prep.get("do_rescale", True) else 1.0
+    mean = np.asarray(prep.get("image_mean", [0.485, 0.456, 0.406]), np.float32)
+    std = np.asarray(prep.get("image_std", [0.229, 0.224, 0.225]), np.float32)
+    if not prep.get("do_normalize", True):
+        mean, std = np.zeros(3, np.float32), np.ones(3, np.float32)
+    model = SegformerForSemanticSegmentation.from_pretrained(str(ckpt))
+    # (x * scale - mean) / std folded into one multiply-add per pixel.
+    return ParserNet(_Logits(model), input_hw, (scale / std).astype(np.float32), (-mean / std).astype(np.float32),
+                     int(model.config.num_labels), "segformer")
 
 
 def write_random_checkpoint(out_dir: Path, variant: str) -> None:

@@ -90,12 +90,12 @@ def test_assets_dir_comes_before_the_cache(env, mirror, tmp_path):
 
 
 def test_stand_in_only_when_allowed(env, repo_cache):
-    env(FACEGRAPH_ASSETS_DIR=repo_cache)  # has the tiny test SegFormer, not the real one
+    env(FACEGRAPH_ASSETS_DIR=repo_cache)  # has the trained small UNet stand-in, not the real SegFormer
     with pytest.raises(assets.AssetMissing):
         assets.resolve_for_serving("segformer-parser-face-parsing")
     env(FACEGRAPH_ALLOW_STAND_INS=1)
     used, path = assets.resolve_for_serving("segformer-parser-face-parsing")
-    assert used == "segformer-parser-tiny" and (path / "config.json").exists()
+    assert used == "face-parser-unet-small" and (path / "model_best.pth").exists()
 
 
 def test_unpinned_files_need_explicit_consent(tmp_path):
