@@ -34,8 +34,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--parser-asset", default="segformer-parser-b5-random")
-    ap.add_argument("--parser-threads", type=int, default=2,
-                    help="torch threads for the parser on both paths (the Serve replica gets as many num_cpus)")
+    ap.add_argument(
+        "--parser-threads",
+        type=int,
+        default=2,
+        help="torch threads for the parser on both paths (the Serve replica gets as many num_cpus)",
+    )
     args = ap.parse_args()
 
     from ray import serve
@@ -60,8 +64,9 @@ def main() -> None:
     # The detector gets one thread, as its 0.25-CPU replica does below (Ray's share,
     # rounded up to a whole thread).
     detect = LocalBatcher(LBPDetector(detector_cfg, Placement(threads=1)))
-    parse = LocalBatcher(SegFormerParser(parser_cfg, Placement(threads=args.parser_threads)),
-                         max_batch_size=args.batch_size)
+    parse = LocalBatcher(
+        SegFormerParser(parser_cfg, Placement(threads=args.parser_threads)), max_batch_size=args.batch_size
+    )
 
     async def in_process() -> float:
         async def one(i):
@@ -91,23 +96,39 @@ def main() -> None:
         name, data = blobs[i % len(blobs)]
         return client.post(base + "/v1/face-mask", files={"image": (name, data)}, data={"outputs": "mask"})
 
-    for label, batch in ((f"HTTP batched (max_batch_size={args.batch_size})", args.batch_size),
-                         ("HTTP max_batch_size=1", 1)):
+    for label, batch in (
+        (f"HTTP batched (max_batch_size={args.batch_size})", args.batch_size),
+        ("HTTP max_batch_size=1", 1),
+    ):
         user_config = {"max_batch_size": batch, "batch_wait_timeout_s": 0.05}
-        deploy_model_tier({
-            "LBPDetector": model_deployment(LBPDetector, detector_cfg, "lbp-detector-cascade",
-                                            user_config=user_config, ray_actor_options={"num_cpus": 0.25}),
-            "SegFormerParser": model_deployment(SegFormerParser, parser_cfg, args.parser_asset,
-                                                user_config=user_config,
-                                                ray_actor_options={"num_cpus": args.parser_threads}),
-        })
+        deploy_model_tier(
+            {
+                "LBPDetector": model_deployment(
+                    LBPDetector,
+                    detector_cfg,
+                    "lbp-detector-cascade",
+                    user_config=user_config,
+                    ray_actor_options={"num_cpus": 0.25},
+                ),
+                "SegFormerParser": model_deployment(
+                    SegFormerParser,
+                    parser_cfg,
+                    args.parser_asset,
+                    user_config=user_config,
+                    ray_actor_options={"num_cpus": args.parser_threads},
+                ),
+            }
+        )
         serve.run(build(FaceMaskArgs()), name=SPEC.name, route_prefix="/v1/face-mask")
         rates[label] = http_throughput(send, args.requests, args.clients)
         delete_apps(SPEC.name, MODEL_APP)
 
     batched = f"HTTP batched (max_batch_size={args.batch_size})"
-    report(f"/v1/face-mask, {args.requests} requests, {args.clients} clients, parser {args.parser_asset}",
-           rates, [(batched, "in-process pipeline (compute limit)"), (batched, "HTTP max_batch_size=1")])
+    report(
+        f"/v1/face-mask, {args.requests} requests, {args.clients} clients, parser {args.parser_asset}",
+        rates,
+        [(batched, "in-process pipeline (compute limit)"), (batched, "HTTP max_batch_size=1")],
+    )
 
 
 if __name__ == "__main__":

@@ -83,10 +83,25 @@ def run_job(folder: Path, out: Path, workers: int, args) -> int:
 
     from serve_app.batch import main
 
-    argv = ["mask-augment", "--input", str(folder), "--output", str(out), "--workers", str(workers),
-            "--cpus-per-worker", str(args.cpus_per_worker), "--batch-size", str(args.batch_size),
-            "--n-augmentations", str(args.n_augmentations), "--crop-style", args.crop_style,
-            "--serve-config", args.serve_config]
+    argv = [
+        "mask-augment",
+        "--input",
+        str(folder),
+        "--output",
+        str(out),
+        "--workers",
+        str(workers),
+        "--cpus-per-worker",
+        str(args.cpus_per_worker),
+        "--batch-size",
+        str(args.batch_size),
+        "--n-augmentations",
+        str(args.n_augmentations),
+        "--crop-style",
+        args.crop_style,
+        "--serve-config",
+        args.serve_config,
+    ]
     for override in args.asset:
         argv += ["--asset", override]
     if main(argv) != 0:
@@ -101,8 +116,9 @@ def run_job(folder: Path, out: Path, workers: int, args) -> int:
 def same_files(a: Path, b: Path) -> tuple[int, int]:
     """(files with the same bytes in both folders, files in `a`), bookkeeping aside."""
     files = [p for p in a.rglob("*") if p.is_file() and p.suffix in (".jpg", ".png")]
-    same = sum(1 for p in files if (b / p.relative_to(a)).is_file()
-               and (b / p.relative_to(a)).read_bytes() == p.read_bytes())
+    same = sum(
+        1 for p in files if (b / p.relative_to(a)).is_file() and (b / p.relative_to(a)).read_bytes() == p.read_bytes()
+    )
     return same, len(files)
 
 
@@ -118,8 +134,13 @@ def main() -> None:
     ap.add_argument("--loop-threads", type=int, default=1, help="threads per model in the loop (a worker's share)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"))
-    ap.add_argument("--asset", action="append", default=None, metavar="MODEL=ASSET",
-                    help="weights override for both paths [default: RetinaFace=retinaface-det-500m]")
+    ap.add_argument(
+        "--asset",
+        action="append",
+        default=None,
+        metavar="MODEL=ASSET",
+        help="weights override for both paths [default: RetinaFace=retinaface-det-500m]",
+    )
     args = ap.parse_args()
     args.asset = args.asset or ["RetinaFace=retinaface-det-500m"]
 
@@ -137,8 +158,12 @@ def main() -> None:
         loop = f"loop, 1 process, {args.loop_threads} thread(s) per model"
         rates[loop] = augmented / (time.perf_counter() - start)
 
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, max(args.workers) * args.cpus_per_worker),
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=max(os.cpu_count() or 1, max(args.workers) * args.cpus_per_worker),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
         try:
             for workers in args.workers:
                 out = tmp / f"job{workers}"
@@ -152,12 +177,16 @@ def main() -> None:
         finally:
             ray.shutdown()
 
-    report(f"mask-augment, {len(rels)} images ({augmented} augmented images: n_augmentations="
-           f"{args.n_augmentations}, crop_style={args.crop_style}), {os.cpu_count()} cores, "
-           f"cpus-per-worker {args.cpus_per_worker}, models {', '.join(args.asset)}",
-           rates, [(f"job --workers {w}", loop) for w in args.workers]
-           + ([(f"job --workers {args.workers[-1]}", f"job --workers {args.workers[0]}")]
-              if len(args.workers) > 1 else []))
+    report(
+        f"mask-augment, {len(rels)} images ({augmented} augmented images: n_augmentations="
+        f"{args.n_augmentations}, crop_style={args.crop_style}), {os.cpu_count()} cores, "
+        f"cpus-per-worker {args.cpus_per_worker}, models {', '.join(args.asset)}",
+        rates,
+        [(f"job --workers {w}", loop) for w in args.workers]
+        + (
+            [(f"job --workers {args.workers[-1]}", f"job --workers {args.workers[0]}")] if len(args.workers) > 1 else []
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,13 @@ ASSETS = Path(__file__).resolve().parent.parent / ".assets"
 def tddfa(placement: Placement):
     from deployments.tddfa import TDDFA, TDDFAConfig
 
-    model = TDDFA(TDDFAConfig(weights_path=str(ASSETS / "3ddfa_v2/weights/mb05_120x120.pth"),
-                              param_stats_path=str(ASSETS / "3ddfa_v2/configs/param_mean_std_62d_120x120.pkl")),
-                  placement)
+    model = TDDFA(
+        TDDFAConfig(
+            weights_path=str(ASSETS / "3ddfa_v2/weights/mb05_120x120.pth"),
+            param_stats_path=str(ASSETS / "3ddfa_v2/configs/param_mean_std_62d_120x120.pkl"),
+        ),
+        placement,
+    )
     rng = np.random.default_rng(0)
     return model, lambda n: [rng.integers(0, 255, (n, 120, 120, 3), np.uint8)], "faces"
 
@@ -42,8 +46,9 @@ def mesh_renderer(placement: Placement, backend: str = "torch"):
     bfm = MorphableModel.load(ASSETS / "generated/tddfa_bfm_assembled")
     model = MeshRenderer(MeshRendererConfig(backend=backend), placement)
     texture = np.random.default_rng(0).integers(0, 255, (512, 512, 3), np.uint8)
-    request = RenderRequest(vertices=bfm.mean_vertices(), triangles=bfm.tri, uvs=bfm.uv, texture=texture,
-                            camera="frontal", img_size=512)
+    request = RenderRequest(
+        vertices=bfm.mean_vertices(), triangles=bfm.tri, uvs=bfm.uv, texture=texture, camera="frontal", img_size=512
+    )
     return model, lambda n: [request] * n, "meshes"
 
 
@@ -52,8 +57,9 @@ def onnx_model(name: str):
         if name == "ArcFace":
             from deployments.arcface import ArcFace, ArcFaceConfig
 
-            model = ArcFace(ArcFaceConfig(model_path=str(ASSETS / "arcface/mobilefacenet_arcface_128d.onnx")),
-                            placement)
+            model = ArcFace(
+                ArcFaceConfig(model_path=str(ASSETS / "arcface/mobilefacenet_arcface_128d.onnx")), placement
+            )
             crops = np.random.default_rng(0).integers(0, 255, (112, 112, 3), np.uint8)
             return model, lambda n: [np.stack([crops] * n)], "faces"
         from deployments.retinaface import RetinaFace, RetinaFaceConfig
@@ -61,11 +67,16 @@ def onnx_model(name: str):
         model = RetinaFace(RetinaFaceConfig(model_path=str(ASSETS / "insightface/det_500m.onnx")), placement)
         image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
         return model, lambda n: [image] * n, "images"
+
     return build
 
 
-BUILDERS = {"TDDFA": tddfa, "MeshRenderer": mesh_renderer, "ArcFace": onnx_model("ArcFace"),
-            "RetinaFace": onnx_model("RetinaFace")}
+BUILDERS = {
+    "TDDFA": tddfa,
+    "MeshRenderer": mesh_renderer,
+    "ArcFace": onnx_model("ArcFace"),
+    "RetinaFace": onnx_model("RetinaFace"),
+}
 BATCHES = {"TDDFA": (1, 16, 64), "MeshRenderer": (1, 8), "ArcFace": (1, 32), "RetinaFace": (1, 8)}
 
 
@@ -95,8 +106,12 @@ def main() -> None:
             for device in devices:
                 try:
                     model, make, unit = BUILDERS[name](Placement(device=device, threads=args.threads))
-                    if device == "cuda" and "CUDA" not in str(getattr(model, "device", "")) and name in (
-                            "ArcFace", "RetinaFace") and "CUDAExecutionProvider" not in _providers(model):
+                    if (
+                        device == "cuda"
+                        and "CUDA" not in str(getattr(model, "device", ""))
+                        and name in ("ArcFace", "RetinaFace")
+                        and "CUDAExecutionProvider" not in _providers(model)
+                    ):
                         rates[device] = None  # onnxruntime without CUDA here
                         continue
                     rates[device] = rate(model, make, n, args.seconds)
@@ -104,8 +119,7 @@ def main() -> None:
                     print(f"  {name} on {device}: {type(exc).__name__}: {exc}")
                     rates[device] = None
             shown = "  ".join(f"{d} {r:8.1f} {unit}/s" if r else f"{d}      n/a" for d, r in rates.items())
-            ratio = (f"  gpu/cpu {rates['cuda'] / rates['cpu']:.1f}x"
-                     if rates.get("cuda") and rates.get("cpu") else "")
+            ratio = f"  gpu/cpu {rates['cuda'] / rates['cpu']:.1f}x" if rates.get("cuda") and rates.get("cpu") else ""
             print(f"{name:13s} batch {n:3d}:  {shown}{ratio}")
 
 

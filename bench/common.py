@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -53,8 +53,12 @@ def delete_apps(*names: str) -> None:
         serve.delete(name)
 
 
-def http_throughput(send: Callable[[httpx.Client, int], httpx.Response], requests: int, clients: int,
-                    items_per_request: Callable[[int], int] = lambda i: 1) -> float:
+def http_throughput(
+    send: Callable[[httpx.Client, int], httpx.Response],
+    requests: int,
+    clients: int,
+    items_per_request: Callable[[int], int] = lambda i: 1,
+) -> float:
     """Items/s for `requests` calls spread over `clients` concurrent clients (after one
     warm-up call). Every response must be 200."""
     with httpx.Client(timeout=600) as client:
@@ -75,3 +79,69 @@ def report(title: str, rates: dict[str, float], ratios: list[tuple[str, str]]) -
         print(f"  {name:48s} {rate:8.2f} images/s")
     for a, b in ratios:
         print(f"  ratio {a} / {b}: {rates[a] / rates[b]:.2f}")
+
+
+class Run:
+    """One measured run: items/s and each request's latency (ms)."""
+
+    def __init__(self, rate: float, latencies_ms: list[float]):
+        self.rate, self.latencies_ms = rate, sorted(latencies_ms)
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        i = min(len(self.latencies_ms) - 1, max(0, round(q / 100 * len(self.latencies_ms) + 0.5) - 1))
+        return self.latencies_ms[i]
+
+    @property
+    def p50(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p95(self) -> float:
+        return self.percentile(95)
+
+
+def http_run(send: Callable[[httpx.Client, int], httpx.Response], requests: int, clients: int) -> Run:
+    """`requests` calls over `clients` concurrent clients (after one warm-up call):
+    requests/s and each call's latency. Every response must be 200."""
+    with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=max(clients, 10))) as client:
+        first = send(client, 0)
+        if first.status_code != 200:
+            raise RuntimeError(f"warm-up request: {first.status_code} {first.text[:500]}")
+
+        def one(i: int) -> tuple[int, float]:
+            start = time.perf_counter()
+            status = send(client, i).status_code
+            return status, (time.perf_counter() - start) * 1000
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(one, range(requests)))
+        elapsed = time.perf_counter() - start
+    bad = [s for s, _ in results if s != 200]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {requests} requests failed: {bad[:5]}")
+    return Run(requests / elapsed, [ms for _, ms in results])
+
+
+def inprocess_run(work: Callable[[int], Awaitable], requests: int, concurrency: int) -> Run:
+    """The same as http_run for an in-process coroutine `work(i)`: `concurrency` at a
+    time on one event loop (after one warm-up call)."""
+    import asyncio
+
+    async def go() -> Run:
+        await work(0)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> float:
+            async with gate:
+                start = time.perf_counter()
+                await work(i)
+                return (time.perf_counter() - start) * 1000
+
+        start = time.perf_counter()
+        latencies = await asyncio.gather(*(one(i) for i in range(requests)))
+        return Run(requests / (time.perf_counter() - start), list(latencies))
+
+    return asyncio.run(go())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deployments.onnx_session import providers, session_options
+from deployments.onnx_session import active_provider, providers, session_options
 from deployments.types import Placement
 
 
@@ -30,18 +30,21 @@ class ArcFace:
         from insightface.model_zoo import get_model
 
         self.cfg = cfg
-        self.runner = get_model(cfg.model_path, providers=providers(placement),
-                                sess_options=session_options(placement))
+        self.runner = get_model(cfg.model_path, providers=providers(placement), sess_options=session_options(placement))
         if self.runner is None or getattr(self.runner, "taskname", "") != "recognition":
             raise ValueError(f"{cfg.model_path} is not an ArcFace recogniser export")
+        self.runtime = active_provider(self.runner.session)  # health: what really runs (serving.runtime_of)
         width, height = self.runner.input_size
         self.input_size = int(width)
         if width != height:
             raise ValueError(f"{cfg.model_path}: expected a square input, got {width}x{height}")
         dim = self.runner.output_shape[-1]
         # A symbolic output width: ask the model once rather than assume a constant.
-        self.embedding_size = int(dim) if isinstance(dim, int) else int(
-            self._forward(np.zeros((1, self.input_size, self.input_size, 3), np.float32)).shape[-1])
+        self.embedding_size = (
+            int(dim)
+            if isinstance(dim, int)
+            else int(self._forward(np.zeros((1, self.input_size, self.input_size, 3), np.float32)).shape[-1])
+        )
 
     @staticmethod
     def item_size(item: np.ndarray) -> int:
@@ -53,11 +56,11 @@ class ArcFace:
             return []
         batch, counts = self._preprocess(items)
         step = max(1, self.cfg.max_forward_batch)
-        features = [self._forward(batch[i:i + step]) for i in range(0, len(batch), step)]
+        features = [self._forward(batch[i : i + step]) for i in range(0, len(batch), step)]
         unit = self._postprocess(features)
         out, at = [], 0
         for item, n in zip(items, counts):
-            out.append(unit[at] if item.ndim == 3 else unit[at:at + n])
+            out.append(unit[at] if item.ndim == 3 else unit[at : at + n])
             at += n
         return out
 

@@ -30,8 +30,44 @@ OVAL_START = 10  # forehead top: where the ordered oval begins
 # MediaPipe's FACEMESH_FACE_OVAL walked into one chain from the forehead (oval_order);
 # written out so the pipelines get the oval without importing MediaPipe. A test checks
 # it against MediaPipe's own edge set.
-OVAL_IDS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-            152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+OVAL_IDS = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
 # Points that fix the head's axes: eye outer corners (image left, image right on a
 # frontal face), forehead top and chin.
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER, FOREHEAD, CHIN = 33, 263, 10, 152
@@ -112,12 +148,16 @@ class FaceMesh:
         self.cfg = cfg
         # One graph per replica; ModelServer runs one predict() at a time.
         self.mesh = face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=cfg.max_num_faces, refine_landmarks=True,
-            min_detection_confidence=cfg.min_detection_confidence)
+            static_image_mode=True,
+            max_num_faces=cfg.max_num_faces,
+            refine_landmarks=True,
+            min_detection_confidence=cfg.min_detection_confidence,
+        )
         self.detector = None
         if cfg.find_small_faces:
             self.detector = face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=cfg.min_detection_confidence)
+                model_selection=1, min_detection_confidence=cfg.min_detection_confidence
+            )
 
     def close(self) -> None:
         self.mesh.close()
@@ -127,8 +167,12 @@ class FaceMesh:
     def predict(self, images: list[np.ndarray]) -> list[list[FaceLandmarks]]:
         # MediaPipe graphs take one image per call; one predict per batch still lets
         # the replica amortise scheduling across requests.
-        return [self._mesh_crop(self._preprocess(item.image)) if isinstance(item, FaceCrop)
-                else self._predict_one(self._preprocess(item)) for item in images]
+        return [
+            self._mesh_crop(self._preprocess(item.image))
+            if isinstance(item, FaceCrop)
+            else self._predict_one(self._preprocess(item))
+            for item in images
+        ]
 
     @staticmethod
     def _preprocess(image: np.ndarray) -> np.ndarray:

@@ -48,8 +48,12 @@ class LBPDetector:
     def _forward(self, grey: np.ndarray):
         c = self.cfg
         rects, _, weights = self.cascade.detectMultiScale3(
-            grey, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,
-            minSize=(c.min_size, c.min_size), outputRejectLevels=True)
+            grey,
+            scaleFactor=c.scale_factor,
+            minNeighbors=c.min_neighbors,
+            minSize=(c.min_size, c.min_size),
+            outputRejectLevels=True,
+        )
         return rects, weights
 
     @staticmethod

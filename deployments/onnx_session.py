@@ -20,5 +20,17 @@ def session_options(placement: Placement):
 
 def providers(placement: Placement) -> list[str]:
     if placement.device == "cuda":
+        import onnxruntime
+
+        # onnxruntime-gpu finds CUDA and cuDNN in the pip `nvidia-*` packages (or torch's)
+        # only once they are loaded; without this the CUDA provider silently falls back.
+        if hasattr(onnxruntime, "preload_dlls"):
+            onnxruntime.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def active_provider(session) -> str:
+    """The execution provider a session really runs on: the first one ONNX Runtime kept
+    (CPUExecutionProvider when the CUDA one was asked for but could not load)."""
+    return session.get_providers()[0]

@@ -26,25 +26,59 @@ import cv2
 import numpy as np
 import torch
 
-from deployments import unet_parser
+from deployments import parser_onnx, unet_parser
 from deployments.torch_runtime import inference, prepare, torch_device
 from deployments.types import ParseRequest, Placement
 
 CELEBAMASK_LABELS = (
-    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
-    "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+    "background",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
 )
 
 
 @dataclass(frozen=True, kw_only=True)
 class SegFormerParserConfig:
     checkpoint_dir: str
+    # torch | onnx | onnx-int8 | auto (deployments/parser_onnx.py): the same network on
+    # ONNX Runtime, fp32 or with int8 MatMuls (the fast CPU path), exported once and
+    # cached; auto = onnx-int8 on a CPU replica, torch on a GPU one.
+    runtime: str = "torch"
+    onnx_cache_dir: str | None = None  # where exports are kept (default: parser_onnx.cache_dir)
+
+
+@dataclass(frozen=True)
+class ParserInput:
+    """A checkpoint's preprocessing, read from its small files only: resize to input_hw
+    (None: keep the ROI size), then x * mul + add per channel."""
+
+    input_hw: tuple[int, int] | None
+    mul: np.ndarray
+    add: np.ndarray
+    num_labels: int
+    kind: str  # "segformer" | "unet"
 
 
 @dataclass(frozen=True)
 class ParserNet:
     """A loaded checkpoint: pixels [N,3,H,W] float -> logits [N,labels,h,w] (channel = CelebAMask-HQ id),
-    and its preprocessing: resize to input_hw (None: keep the ROI size), then x * mul + add per channel."""
+    and its preprocessing (ParserInput's fields)."""
 
     module: torch.nn.Module
     input_hw: tuple[int, int] | None
@@ -56,11 +90,22 @@ class ParserNet:
 
 class SegFormerParser:
     def __init__(self, cfg: SegFormerParserConfig, placement: Placement = Placement()):
-        self.device = torch_device(placement)
-        net = load_parser_net(Path(cfg.checkpoint_dir))
-        self.kind, self.input_hw, self.num_labels = net.kind, net.input_hw, net.num_labels
-        self._mul, self._add = net.mul, net.add
-        self.model = prepare(net.module, self.device)
+        runtime = parser_onnx.placed_runtime(cfg.runtime, placement)
+        ckpt = Path(cfg.checkpoint_dir)
+        spec = parser_input(ckpt)
+        self.kind, self.input_hw, self.num_labels = spec.kind, spec.input_hw, spec.num_labels
+        self._mul, self._add = spec.mul, spec.add
+        if runtime == "torch":
+            self.device = torch_device(placement)
+            self.model = prepare(load_parser_net(ckpt).module, self.device)
+            self._onnx = None
+        else:
+            # The torch weights are loaded only to export, once; a cached export is
+            # just opened (the cold start of an ONNX replica is the session's load).
+            self._onnx = parser_onnx.OnnxParserNet(
+                parser_onnx.ensure_export(ckpt, runtime, cfg.onnx_cache_dir), placement
+            )
+            self.runtime = f"{runtime} ({self._onnx.provider})"  # health: what really runs
 
     def predict(self, items: list[ParseRequest]) -> list[np.ndarray]:
         if not items:
@@ -81,14 +126,17 @@ class SegFormerParser:
             raise ValueError("ROIs of different sizes need a checkpoint that resizes (do_resize)")
         return np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2))
 
-    def _forward(self, pixels: np.ndarray) -> torch.Tensor:
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        """-> probabilities [N, labels, h, w] (softmax over the labels)."""
+        if self._onnx is not None:
+            return self._onnx(pixels)
         with inference():
             logits = self.model(torch.from_numpy(pixels).to(self.device))
-            return logits.float().softmax(dim=1).cpu()
+            return logits.float().softmax(dim=1).cpu().numpy()
 
-    def _postprocess(self, probs: torch.Tensor, items: list[ParseRequest]) -> list[np.ndarray]:
+    def _postprocess(self, probs: np.ndarray, items: list[ParseRequest]) -> list[np.ndarray]:
         results = []
-        for p, item in zip(probs.numpy(), items):
+        for p, item in zip(probs, items):
             labels = [label for label in item.labels if 0 <= label < self.num_labels]
             face = p[labels].sum(axis=0) if labels else np.zeros(p.shape[1:], np.float32)
             h, w = item.roi.shape[:2]
@@ -96,17 +144,37 @@ class SegFormerParser:
         return results
 
 
-def load_parser_net(ckpt: Path) -> ParserNet:
-    """The checkpoint folder's network, by its format (see the module docstring)."""
+def parser_input(ckpt: Path) -> ParserInput:
+    """The checkpoint folder's preprocessing, by its format (see the module docstring),
+    without loading its weights."""
+    ckpt = Path(ckpt)
     if (ckpt / "config.json").is_file():
-        return _load_segformer(ckpt)
+        return _segformer_input(ckpt)
     if unet_parser.is_checkpoint(ckpt):
         side = unet_parser.INPUT_SIDE
-        return ParserNet(unet_parser.load(ckpt), (side, side), np.full(3, unet_parser.PIXEL_SCALE, np.float32),
-                         np.full(3, unet_parser.PIXEL_OFFSET, np.float32), len(unet_parser.CHANNEL_TO_CELEBAMASK),
-                         "unet")
-    raise FileNotFoundError(f"{ckpt} is not a face-parser checkpoint: it holds neither config.json (SegFormer) "
-                            f"nor {unet_parser.CHECKPOINT_FILE} (small UNet)")
+        return ParserInput(
+            (side, side),
+            np.full(3, unet_parser.PIXEL_SCALE, np.float32),
+            np.full(3, unet_parser.PIXEL_OFFSET, np.float32),
+            len(unet_parser.CHANNEL_TO_CELEBAMASK),
+            "unet",
+        )
+    raise FileNotFoundError(
+        f"{ckpt} is not a face-parser checkpoint: it holds neither config.json (SegFormer) "
+        f"nor {unet_parser.CHECKPOINT_FILE} (small UNet)"
+    )
+
+
+def load_parser_net(ckpt: Path) -> ParserNet:
+    """The checkpoint folder's network and its preprocessing."""
+    spec = parser_input(ckpt)
+    if spec.kind == "unet":
+        module = unet_parser.load(ckpt)
+    else:
+        from transformers import SegformerForSemanticSegmentation
+
+        module = _Logits(SegformerForSemanticSegmentation.from_pretrained(str(ckpt)))
+    return ParserNet(module, spec.input_hw, spec.mul, spec.add, spec.num_labels, spec.kind)
 
 
 class _Logits(torch.nn.Module):
@@ -120,10 +188,9 @@ class _Logits(torch.nn.Module):
         return self.model(pixel_values=pixels).logits
 
 
-def _load_segformer(ckpt: Path) -> ParserNet:
-    from transformers import SegformerForSemanticSegmentation
-
+def _segformer_input(ckpt: Path) -> ParserInput:
     prep = json.loads((ckpt / "preprocessor_config.json").read_text())
+    config = json.loads((ckpt / "config.json").read_text())
     size = prep.get("size", {"height": 512, "width": 512})
     input_hw = (int(size["height"]), int(size["width"])) if prep.get("do_resize", True) else None
     scale = float(prep.get("rescale_factor", 1 / 255)) if prep.get("do_rescale", True) else 1.0
@@ -131,10 +198,11 @@ def _load_segformer(ckpt: Path) -> ParserNet:
     std = np.asarray(prep.get("image_std", [0.229, 0.224, 0.225]), np.float32)
     if not prep.get("do_normalize", True):
         mean, std = np.zeros(3, np.float32), np.ones(3, np.float32)
-    model = SegformerForSemanticSegmentation.from_pretrained(str(ckpt))
+    num_labels = len(config["id2label"]) if config.get("id2label") else int(config.get("num_labels", 2))
     # (x * scale - mean) / std folded into one multiply-add per pixel.
-    return ParserNet(_Logits(model), input_hw, (scale / std).astype(np.float32), (-mean / std).astype(np.float32),
-                     int(model.config.num_labels), "segformer")
+    return ParserInput(
+        input_hw, (scale / std).astype(np.float32), (-mean / std).astype(np.float32), num_labels, "segformer"
+    )
 
 
 def write_random_checkpoint(out_dir: Path, variant: str) -> None:
@@ -150,12 +218,22 @@ def write_random_checkpoint(out_dir: Path, variant: str) -> None:
     labels = {i: n for i, n in enumerate(CELEBAMASK_LABELS)}
     common = dict(num_labels=len(labels), id2label=labels, label2id={n: i for i, n in labels.items()})
     if variant == "tiny":
-        config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], num_attention_heads=[1, 1, 2, 4],
-                                 decoder_hidden_size=32, **common)
+        config = SegformerConfig(
+            depths=[1, 1, 1, 1],
+            hidden_sizes=[8, 16, 32, 64],
+            num_attention_heads=[1, 1, 2, 4],
+            decoder_hidden_size=32,
+            **common,
+        )
         side = 128
     elif variant == "b5":
-        config = SegformerConfig(depths=[3, 6, 40, 3], hidden_sizes=[64, 128, 320, 512],
-                                 num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=768, **common)
+        config = SegformerConfig(
+            depths=[3, 6, 40, 3],
+            hidden_sizes=[64, 128, 320, 512],
+            num_attention_heads=[1, 2, 5, 8],
+            decoder_hidden_size=768,
+            **common,
+        )
         side = 512
     else:
         raise ValueError(f"unknown SegFormer variant {variant!r}")

@@ -62,6 +62,49 @@ def runtime_placement() -> Placement:
     return Placement(device=device, threads=max(1, round(assigned.get("CPU", 1))))
 
 
+class _ToReplicaLog(logging.Handler):
+    """Hands every `facegraph.*` record to Serve's logger ("ray.serve"), whose handlers
+    write the replica's log file (JSON with `logging_config: {encoding: JSON}`) and add
+    the request context: request_id, route, application. Inside a @serve.batch no single
+    request is current, so a line names every request of the batch (ids joined by ",")."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from ray.serve import context
+
+        if not context._get_serve_request_context().request_id:
+            ids = [c.request_id for c in context._get_serve_batch_request_context() if c.request_id]
+            if ids:
+                record.request_id = ",".join(ids)
+        logging.getLogger("ray.serve").handle(record)
+
+
+def log_to_replica_log() -> None:
+    """Send our loggers' lines to the Serve replica's own log, request id included. Called
+    once per replica: by ModelServer and, for every ingress, at its app's startup
+    (serve_app/http.py). Idempotent; outside a replica our loggers are left alone."""
+    from ray import serve
+
+    try:
+        serve.get_replica_context()
+    except Exception:  # not a Serve replica (driver, batch job, unit test)
+        return
+    ours = logging.getLogger("facegraph")
+    if not any(isinstance(h, _ToReplicaLog) for h in ours.handlers):
+        ours.addHandler(_ToReplicaLog())
+        ours.propagate = False  # one copy of each line, in the replica log, not again on stderr
+        # The deployment's logging_config.log_level governs our lines too.
+        ours.setLevel(logging.getLogger("ray.serve").level or logging.INFO)
+
+
+def runtime_of(model: Any) -> str | None:
+    """What a model really runs on, for its health entry: its optional `runtime`
+    attribute (ONNX models: the execution provider ONNX Runtime actually chose, which is
+    CPUExecutionProvider when the CUDA one could not load), else the torch device it
+    holds (`device`, from torch_runtime.torch_device); None for CPU-only libraries."""
+    runtime = getattr(model, "runtime", None) or getattr(model, "device", None)
+    return str(runtime) if runtime is not None else None
+
+
 def build_model(model_cls: type, cfg: Any) -> Any:
     """A model placed where Ray put this worker (the placement is an argument)."""
     return model_cls(cfg, runtime_placement())
@@ -114,6 +157,7 @@ class ModelServer:
     """A Serve replica around one model. Deployed under the model's class name."""
 
     def __init__(self, model_cls: type, cfg: Any, weights: str = ""):
+        log_to_replica_log()
         self.name = model_cls.__name__
         self.weights = weights
         self.placement = runtime_placement()
@@ -123,15 +167,21 @@ class ModelServer:
         self.batch_sizes: Counter[int] = Counter()
         tags = ("model",)
         self._m_batch = metrics.Histogram(
-            "facegraph_model_batch_size", description="Items per predict() call",
-            boundaries=BATCH_SIZE_BUCKETS, tag_keys=tags)
-        self._m_items = metrics.Counter(
-            "facegraph_model_items_total", description="Items predicted", tag_keys=tags)
+            "facegraph_model_batch_size",
+            description="Items per predict() call",
+            boundaries=BATCH_SIZE_BUCKETS,
+            tag_keys=tags,
+        )
+        self._m_items = metrics.Counter("facegraph_model_items_total", description="Items predicted", tag_keys=tags)
         self._m_batches = metrics.Counter(
-            "facegraph_model_batches_total", description="predict() calls (batches)", tag_keys=tags)
+            "facegraph_model_batches_total", description="predict() calls (batches)", tag_keys=tags
+        )
         self._m_latency = metrics.Histogram(
-            "facegraph_model_batch_latency_ms", description="Wall time of one predict() call",
-            boundaries=LATENCY_MS_BUCKETS, tag_keys=tags)
+            "facegraph_model_batch_latency_ms",
+            description="Wall time of one predict() call",
+            boundaries=LATENCY_MS_BUCKETS,
+            tag_keys=tags,
+        )
         for m in (self._m_batch, self._m_items, self._m_batches, self._m_latency):
             m.set_default_tags({"model": self.name})
 
@@ -169,9 +219,16 @@ class ModelServer:
         return dict(self.batch_sizes)
 
     def describe(self) -> dict[str, str]:
-        """What health routes show for this model: its weights and where it runs."""
+        """What health routes show for this model: its weights, where Ray placed it
+        (`device`) and what it actually runs on (`runtime`, see `runtime_of`)."""
         backend = getattr(self.model, "backend", None)
-        return {"weights": self.weights, "device": self.placement.device, **({"backend": backend} if backend else {})}
+        runtime = runtime_of(self.model)
+        return {
+            "weights": self.weights,
+            "device": self.placement.device,
+            **({"runtime": runtime} if runtime else {}),
+            **({"backend": backend} if backend else {}),
+        }
 
 
 def model_deployment(model_cls: type, cfg: Any, weights: str = "", **options: Any):
@@ -225,7 +282,6 @@ class LocalBatcher:
                 for (_, fut), res in zip(chunk, results):
                     if not fut.done():
                         fut.set_result(res)
-
 
     def _take_batch(self, pending: list) -> tuple[list, list]:
         """(the next batch, the rest): as many items as fit in max_batch_size work

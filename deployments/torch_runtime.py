@@ -15,7 +15,8 @@ def torch_device(placement: Placement) -> torch.device:
     if placement.device == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("this replica was placed on a GPU but torch sees no CUDA device")
-        return torch.device("cuda")
+        # Ray's CUDA_VISIBLE_DEVICES shows this replica only its own GPU(s): index 0.
+        return torch.device("cuda", 0)
     torch.set_num_threads(max(1, placement.threads))
     return torch.device("cpu")
 

@@ -66,15 +66,19 @@ class FaceLandmarks:
 
     @staticmethod
     def from_box(box, score: float) -> FaceLandmarks:
-        return FaceLandmarks(box=np.asarray(box, np.float32), score=float(score),
-                             points=np.zeros((0, 2), np.float32), scheme=BOX_ONLY)
+        return FaceLandmarks(
+            box=np.asarray(box, np.float32), score=float(score), points=np.zeros((0, 2), np.float32), scheme=BOX_ONLY
+        )
 
     def scaled(self, factor: float) -> FaceLandmarks:
         """The same face in an image `factor` times larger (z scales like x and y)."""
         f = np.float32(factor)
         return dataclasses.replace(
-            self, box=(self.box * f).astype(np.float32), points=(self.points * f).astype(np.float32),
-            five=None if self.five is None else (self.five * f).astype(np.float32))
+            self,
+            box=(self.box * f).astype(np.float32),
+            points=(self.points * f).astype(np.float32),
+            five=None if self.five is None else (self.five * f).astype(np.float32),
+        )
 
     def five_points(self) -> np.ndarray:
         """[5, 2] eye centres, nose tip and mouth corners, whatever the scheme (for

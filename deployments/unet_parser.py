@@ -28,8 +28,9 @@ CHANNEL_TO_CELEBAMASK = (0, 11, 6, 1, 9, 5, 2, 16, 8, 3, 12, 7, 14, 13, 10, 17, 
 
 
 def _stage(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU()
+    )
 
 
 class UNetSmall(nn.Module):

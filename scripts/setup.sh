@@ -64,6 +64,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   exec 2>&3 3>&-
 fi
 
+# The `facegraph` command (pyproject.toml [project.scripts]) in a venv installed before it existed.
+[ -x .venv/bin/facegraph ] || .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+
 # Assets: from a mirror directory when there is one (air-gapped installs), else the
 # source URLs. sha256 is verified either way.
 mirror="${FACEGRAPH_ASSETS_MIRROR:-}"

@@ -65,6 +65,10 @@ class Asset:
     generate: dict | None = None
     note: str = ""
     stand_in: str | None = None  # test asset to use when this one is absent and stand-ins are allowed
+    # Recognisers: the cosine similarity at or above which two faces are one person,
+    # calibrated for these weights (scripts/calibrate_threshold.py), and how.
+    similarity_threshold: float | None = None
+    calibration: str = ""
 
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, Asset]:
@@ -79,9 +83,18 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, Asset]:
         if path_ is None:
             raise ValueError(f"asset {raw['name']}: several files need a 'path' folder")
         assets[raw["name"]] = Asset(
-            name=raw["name"], sets=tuple(raw["sets"]), licence=raw["licence"], files=files,
-            path=path_, generate=raw.get("generate"), note=raw.get("note", ""),
+            name=raw["name"],
+            sets=tuple(raw["sets"]),
+            licence=raw["licence"],
+            files=files,
+            path=path_,
+            generate=raw.get("generate"),
+            note=raw.get("note", ""),
             stand_in=raw.get("stand_in"),
+            similarity_threshold=None
+            if raw.get("similarity_threshold") is None
+            else float(raw["similarity_threshold"]),
+            calibration=raw.get("calibration", ""),
         )
     return assets
 
@@ -108,21 +121,25 @@ def resolve(name: str) -> Path:
         if _present(asset, root):
             return root / asset.path
     where = " or ".join(str(r) for r in _roots())
-    raise AssetMissing(
-        f"asset {name!r} is not in {where}. Fetch it with: "
-        + FETCH_HINT.format(set=asset.sets[0])
-    )
+    raise AssetMissing(f"asset {name!r} is not in {where}. Fetch it with: " + FETCH_HINT.format(set=asset.sets[0]))
 
 
 def resolve_for_serving(name: str) -> tuple[str, Path]:
     """(asset actually used, its path) for a model config. When `name` is absent and
     FACEGRAPH_ALLOW_STAND_INS=1, its manifest `stand_in` (a test asset) is used instead,
-    with a warning: how a dev box without production weights still serves."""
+    with a warning: how a dev box without production weights still serves. The same
+    rule for the server and the batch jobs: stand-ins only when allowed (scripts/serve.sh
+    allows them for the local server); otherwise the error names both ways out."""
     try:
         return name, resolve(name)
-    except AssetMissing:
+    except AssetMissing as exc:
         stand_in = load_manifest()[name].stand_in if name in load_manifest() else None
-        if not (settings().allow_stand_ins and stand_in):
+        if stand_in and not settings().allow_stand_ins:
+            raise AssetMissing(
+                f"{exc}; or run on its test stand-in {stand_in} (outputs not meaningful) with "
+                "FACEGRAPH_ALLOW_STAND_INS=1"
+            ) from None
+        if not stand_in:
             raise
         log.warning("asset %s is missing; serving with its stand-in %s", name, stand_in)
         return stand_in, resolve(stand_in)
@@ -233,8 +250,9 @@ def _generate(asset: Asset, dest: Path, inputs: dict[str, Path], fingerprint: st
     return "generated"
 
 
-def fetch(names: list[str], mirror: Path | None = None, dest_root: Path | None = None,
-          allow_unpinned: bool = False) -> None:
+def fetch(
+    names: list[str], mirror: Path | None = None, dest_root: Path | None = None, allow_unpinned: bool = False
+) -> None:
     """Fill dest_root (default: the cache) with the named assets; a generated asset's
     inputs (`generate.from`) are fetched first, into the same place."""
     assets = load_manifest()
@@ -278,16 +296,20 @@ def fetch(names: list[str], mirror: Path | None = None, dest_root: Path | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serve_app.assets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m serve_app.assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="fill the cache, verifying sha256")
     f.add_argument("names", nargs="*", help="asset names (default: every asset of --set)")
     f.add_argument("--set", default="test", help="production | test | bench | all")
     f.add_argument("--mirror", type=Path, help="copy from this directory instead of downloading")
     f.add_argument("--dest", type=Path, help="cache directory (default: $FACEGRAPH_ASSETS_CACHE or .assets/)")
-    f.add_argument("--allow-unpinned", action="store_true",
-                   help="accept files whose sha256 is not yet in the manifest (prints their digests)")
+    f.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="accept files whose sha256 is not yet in the manifest (prints their digests)",
+    )
     sub.add_parser("list", help="name, sets, licence of every asset")
     args = parser.parse_args(argv)
     assets = load_manifest()

@@ -63,20 +63,55 @@ class BatchJob:
     aliases: tuple[str, ...] = ()
 
 
-def job_models(job: BatchJob, args: argparse.Namespace) -> dict[str, tuple[type, Any]]:
-    """{pipeline key: (model class, config)} from the serve config's `models` block,
-    with any --asset MODEL=ASSET on top."""
-    from serve_app.model_tier import ModelArgs, model_config, serve_config_models
+class ConfigError(Exception):
+    """A configuration mistake (a missing asset, a bad serve config or option): the job
+    stops before any work with this one line, never a traceback (main)."""
 
-    blocks = serve_config_models(args.serve_config)
+
+def model_blocks(args: argparse.Namespace) -> dict:
+    """{model name: ModelArgs} from the serve config's `models` block, with any
+    --asset MODEL=ASSET on top; ConfigError naming the problem otherwise."""
+    import yaml
+    from pydantic import ValidationError
+
+    from serve_app.model_tier import MODELS, ModelArgs, serve_config_models
+
+    where = f"--serve-config {args.serve_config}"
+    try:
+        blocks = serve_config_models(args.serve_config)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: a model block is wrong: {specs.validation_message(exc)}") from None
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     for override in args.asset or []:
         name, _, asset = override.partition("=")
         if not asset:
-            raise SystemExit(f"error: --asset takes MODEL=ASSET, not {override!r}")
+            raise ConfigError(f"--asset takes MODEL=ASSET, not {override!r}")
+        if name not in MODELS:
+            raise ConfigError(f"--asset {override}: no model {name!r}; the models are {', '.join(MODELS)}")
         blocks[name] = (blocks.get(name) or ModelArgs()).model_copy(update={"asset": asset})
+    return blocks
+
+
+def job_models(job: BatchJob, args: argparse.Namespace) -> dict[str, tuple[type, Any]]:
+    """{pipeline key: (model class, config)} from the serve config's `models` block,
+    with any --asset MODEL=ASSET on top."""
+    from serve_app.assets import AssetCorrupt, AssetMissing
+    from serve_app.model_tier import model_config
+
+    blocks = model_blocks(args)
     models = {}
     for key, name in job.spec.models.items():
-        cls, cfg, weights = model_config(name, blocks.get(name))
+        try:
+            cls, cfg, weights = model_config(name, blocks.get(name))
+        except (AssetMissing, AssetCorrupt) as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a config field the model does not have, or a bad value
+            raise ConfigError(f"{name}: its config in {args.serve_config}: {exc}") from None
         print(f"  {name}: {weights}")
         models[key] = (cls, cfg)
     return models
@@ -115,6 +150,17 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def end_last_line(path: Path) -> None:
+    """A run killed mid-write can leave a half-written last line in results.jsonl:
+    end it, so the next run's first row starts on a line of its own (load_results
+    skips the broken one and the input is run again)."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 def input_root(given: Path) -> tuple[Path, list[str]]:
     """(root folder, inputs relative to it): every file under a folder, or one file."""
     given = given.resolve()
@@ -127,7 +173,8 @@ def input_root(given: Path) -> tuple[Path, list[str]]:
 
 def list_inputs(root: Path) -> list[str]:
     return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*")
+        str(p.relative_to(root))
+        for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
@@ -160,39 +207,63 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
 
     (input_dir, inputs), output = input_root(Path(args.input)), Path(args.output).resolve()
     # Options first: a bad value stops the job before any work, with one line.
-    options = dict(job.options(args) if job.options else {}, params=specs.from_arguments(job.spec.params, args),
-                   input=str(input_dir), output=str(output))
-    output.mkdir(parents=True, exist_ok=True)
+    options = dict(
+        job.options(args) if job.options else {},
+        params=specs.from_arguments(job.spec.params, args),
+        input=str(input_dir),
+        output=str(output),
+    )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: {exc.strerror or exc}") from None
     previous = load_results(output)
     todo = [rel for rel in inputs if not _is_done(previous.get(rel), output)]
     print(f"{job.name}: {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
+        models = job_models(job, args)  # before Ray starts: a missing asset is one line, at once
         if not ray.is_initialized():
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise ConfigError(
+                    f"cannot start or reach the Ray cluster (--address {args.address}): {' '.join(str(exc).split())}"
+                ) from None
         process = functools.partial(_run_one, process=job.process, options=options)
         ds = ray.data.from_items([{"path": str(input_dir / rel), "rel": rel} for rel in todo])
         ds = ds.map_batches(
             PipelineWorker,
-            fn_constructor_kwargs={"models": job_models(job, args), "process": process},
-            batch_size=args.batch_size, compute=ray.data.ActorPoolStrategy(size=args.workers),
+            fn_constructor_kwargs={"models": models, "process": process},
+            batch_size=args.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=args.workers),
             num_cpus=args.cpus_per_worker,
         )
+        end_last_line(output / RESULTS_FILE)
         with open(output / RESULTS_FILE, "a") as results, progress(len(todo)) as bar:
             # Streamed: each row is on disk as soon as it is done, so a killed run resumes.
-            for row in ds.iter_rows():
-                record = {"path": row["path"], "error": row["error"], **json.loads(row["fields"])}
-                results.write(json.dumps(record) + "\n")
-                results.flush()
-                previous[record["path"]] = record
-                bar.update(1)
-                if record["error"] and args.stop_on_error:
-                    print(f"{job.name}: stopped at the first error ({record['path']}: {record['error']})")
-                    break
+            try:
+                for row in ds.iter_rows():
+                    record = {"path": row["path"], "error": row["error"], **json.loads(row["fields"])}
+                    results.write(json.dumps(record) + "\n")
+                    results.flush()
+                    previous[record["path"]] = record
+                    bar.update(1)
+                    if record["error"] and args.stop_on_error:
+                        print(f"{job.name}: stopped at the first error ({record['path']}: {record['error']})")
+                        break
+            except ray.exceptions.RayActorError as exc:
+                # A worker that cannot build its models (a config value a model refuses,
+                # unreadable weights) or dies: rows so far are kept; a re-run resumes.
+                cause = next((line.strip() for line in reversed(str(exc).splitlines()) if line.strip()), repr(exc))
+                raise ConfigError(
+                    f"a job worker failed: {cause} (details in the Ray worker logs; a re-run "
+                    "resumes where this one stopped)"
+                ) from None
 
     rows = [previous[rel] for rel in inputs if rel in previous]
-    # Compact: one row per input, in input order.
-    (output / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # Compact: one row per input, in input order; atomic, so a kill here loses nothing.
+    write_atomic(output / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in rows).encode())
     if job.finalize is not None:
         job.finalize(rows, output, args)
     failed = sum(1 for r in rows if r.get("error"))
@@ -245,8 +316,9 @@ def jobs() -> dict[str, BatchJob]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serve_app.batch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m serve_app.batch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="job", required=True)
     registry = jobs()
     for name, job in sorted(registry.items()):
@@ -257,17 +329,32 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cpus-per-worker", type=float, default=1.0)
         p.add_argument("--batch-size", type=int, default=8, help="images per block; models batch across them")
         p.add_argument("--address", default=None, help="Ray cluster address (default: start or find a local one)")
-        p.add_argument("--stop-on-error", action="store_true",
-                       help="stop at the first input that fails (exit status 1); default: record it and go on")
-        p.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"),
-                       help="serve config whose `models` block configures the models [default: %(default)s]")
-        p.add_argument("--asset", action="append", metavar="MODEL=ASSET",
-                       help="use other weights for a model, e.g. SegFormerParser=segformer-parser-tiny (repeatable)")
+        p.add_argument(
+            "--stop-on-error",
+            action="store_true",
+            help="stop at the first input that fails (exit status 1); default: record it and go on",
+        )
+        p.add_argument(
+            "--serve-config",
+            default=str(REPO_ROOT / "serve_config.yaml"),
+            help="serve config whose `models` block configures the models [default: %(default)s]",
+        )
+        p.add_argument(
+            "--asset",
+            action="append",
+            metavar="MODEL=ASSET",
+            help="use other weights for a model, e.g. SegFormerParser=segformer-parser-tiny (repeatable)",
+        )
         specs.add_arguments(p.add_argument_group("pipeline parameters"), job.spec.params)
         if job.add_arguments:
             job.add_arguments(p)
     args = parser.parse_args(argv)
-    rows = run_job(registry[args.job], args)
+    from serve_app.assets import AssetCorrupt, AssetMissing
+
+    try:
+        rows = run_job(registry[args.job], args)
+    except (ConfigError, AssetMissing, AssetCorrupt) as exc:
+        raise SystemExit(f"error: {exc}") from None
     return 1 if args.stop_on_error and any(r.get("error") for r in rows) else 0
 
 

@@ -7,15 +7,18 @@ error row. Nothing here knows about FastAPI.
 
 from __future__ import annotations
 
+import math
+
 
 class ApiError(Exception):
     """A failure with an HTTP status and a stable machine-readable code."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})  # extra response headers (Retry-After)
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
@@ -39,6 +42,13 @@ def invalid_parameter(field: str, message: str) -> ApiError:
 
 def not_ready(message: str) -> ApiError:
     return ApiError(503, "not_ready", message)
+
+
+def overloaded(message: str, retry_after_s: float | None) -> ApiError:
+    """503 with Retry-After (whole seconds, at least 1): the server is at capacity and
+    refuses at once rather than queueing work it cannot finish in time."""
+    seconds = max(1, math.ceil(retry_after_s or 1))
+    return ApiError(503, "overloaded", message, headers={"Retry-After": str(seconds)})
 
 
 def upstream_timeout(message: str) -> ApiError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import warnings
 
 import cv2
@@ -23,14 +24,51 @@ from serve_app.settings import settings
 Image.MAX_IMAGE_PIXELS = None
 
 
+class OverBudget(Exception):
+    """A request's images together are over its work budget: the whole request fails
+    (`.error`, a 413), not one image. Deliberately not an ApiError, which a pipeline
+    turns into a per-image error."""
+
+    def __init__(self, error: errors.ApiError):
+        super().__init__(error.message)
+        self.error = error
+
+
+class PixelBudget:
+    """The decoded pixels one request may spend over all its images. Each image is
+    charged from its header, before its pixels are decoded; the image that takes the
+    total over the limit raises OverBudget, so the request stops at that point, whatever
+    order its images load in. Charges come from worker threads: a lock keeps the sum."""
+
+    def __init__(self, limit: int, setting: str = "MAX_REQUEST_PIXELS"):
+        self.limit, self.setting, self.spent = limit, setting, 0
+        self._lock = threading.Lock()
+
+    def charge(self, width: int, height: int) -> None:
+        with self._lock:
+            self.spent += width * height
+            spent = self.spent
+        if spent > self.limit:
+            raise OverBudget(
+                errors.ApiError(
+                    413,
+                    "over_budget",
+                    f"the images of this request total over {self.limit} pixels ({self.setting}); "
+                    "send fewer or smaller images per request",
+                )
+            )
+
+
 def decode_image(
     data: bytes,
     *,
     max_bytes: int | None = None,
     max_pixels: int | None = None,
     allowed_formats: tuple[str, ...] | None = None,
+    budget: PixelBudget | None = None,
 ) -> np.ndarray:
-    """Bytes of an image file -> uint8 RGB HxWx3, or ApiError (4xx)."""
+    """Bytes of an image file -> uint8 RGB HxWx3, or ApiError (4xx). With a `budget`,
+    the image's pixels are charged to it before they are decoded (OverBudget past it)."""
     cfg = settings()
     max_bytes = cfg.max_image_bytes if max_bytes is None else max_bytes
     max_pixels = cfg.max_image_pixels if max_pixels is None else max_pixels
@@ -43,20 +81,16 @@ def decode_image(
     try:
         img = Image.open(io.BytesIO(data))  # parses the header only
     except UnidentifiedImageError:
-        raise errors.unsupported_format(
-            f"not a recognised image; accepted formats: {', '.join(allowed)}"
-        ) from None
+        raise errors.unsupported_format(f"not a recognised image; accepted formats: {', '.join(allowed)}") from None
     except Exception as exc:  # PIL raises assorted errors on mangled headers
         raise errors.bad_input(f"unreadable image header: {exc}", code="corrupt_image") from None
     if img.format not in allowed:
-        raise errors.unsupported_format(
-            f"format {img.format} is not accepted; accepted formats: {', '.join(allowed)}"
-        )
+        raise errors.unsupported_format(f"format {img.format} is not accepted; accepted formats: {', '.join(allowed)}")
     width, height = img.size
     if width * height > max_pixels:
-        raise errors.too_large(
-            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
+        raise errors.too_large(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    if budget is not None:
+        budget.charge(width, height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -118,13 +152,25 @@ def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{b64(data)}"
 
 
+# ASCII whitespace: MIME wraps base64 at 76 characters with CRLF (RFC 2045), editors
+# and shells add spaces and newlines around it. Anything else outside the alphabet is refused.
+_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
+
+
 def decode_base64(text: str) -> bytes:
-    """Raw base64 or a data URI -> bytes, or ApiError(400)."""
+    """Raw base64 or a data URI -> bytes, or ApiError(400). Line breaks and whitespace
+    anywhere (MIME's 76-character lines, a trailing newline) are ignored."""
+    text = text.strip()
     if text.startswith("data:"):
         header, _, text = text.partition(",")
         if ";base64" not in header:
             raise errors.bad_input("data URI is not base64-encoded")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text.translate(_WHITESPACE), validate=True)
     except Exception:
         raise errors.bad_input("invalid base64 data") from None
+
+
+def base64_length(text: str) -> int:
+    """Characters of base64 in `text` (whitespace not counted): what decodes to bytes."""
+    return len(text) - sum(text.count(c) for c in " \t\r\n\f\v")

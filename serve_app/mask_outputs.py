@@ -1,8 +1,8 @@
 """The image outputs every face-mask endpoint and job returns, made only when asked for.
 
-    mask      -> mask_png_base64       binary mask, white = face
-    rgba      -> face_rgba_png_base64  the image with alpha = mask
-    overlay   -> overlay_png_base64    the mask tinted over the image (QA)
+mask      -> mask_png_base64       binary mask, white = face
+rgba      -> face_rgba_png_base64  the image with alpha = mask
+overlay   -> overlay_png_base64    the mask tinted over the image (QA)
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ def encode_outputs(image: np.ndarray, mask: np.ndarray, wanted) -> dict[str, str
 
 def write_outputs(image: np.ndarray, mask: np.ndarray, kinds, output: Path, rel: str) -> dict[str, str]:
     """Batch jobs: write <output>/<rel>.<kind>.png for each kind; {kind: path relative to output}."""
-    from serve_app.batch import output_path
+    from serve_app.batch import output_path, write_atomic
 
     written = {}
     for kind, pixels in render(image, mask, kinds).items():
         target = output_path(output, rel, f"{kind}.png")
-        target.write_bytes(encode_png(pixels))
+        write_atomic(target, encode_png(pixels))  # a killed job leaves no half-written PNG
         written[kind] = str(target.relative_to(output))
     return written
 

@@ -30,15 +30,21 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "LBPDetector": ModelEntry(module="deployments.lbp_detector", asset_field="cascade_path",
-                              asset="lbp-detector-cascade"),
-    "SegFormerParser": ModelEntry(module="deployments.segformer_parser", asset_field="checkpoint_dir",
-                                  asset="segformer-parser-face-parsing"),
+    "LBPDetector": ModelEntry(
+        module="deployments.lbp_detector", asset_field="cascade_path", asset="lbp-detector-cascade"
+    ),
+    "SegFormerParser": ModelEntry(
+        module="deployments.segformer_parser", asset_field="checkpoint_dir", asset="segformer-parser-face-parsing"
+    ),
     "FaceMesh": ModelEntry(module="deployments.facemesh"),
     "RetinaFace": ModelEntry(module="deployments.retinaface", asset_field="model_path", asset="retinaface-det-10g"),
     "ArcFace": ModelEntry(module="deployments.arcface", asset_field="model_path", asset="arcface-w600k-r50"),
-    "TDDFA": ModelEntry(module="deployments.tddfa", asset_field="weights_path", asset="tddfa-mb1-120",
-                        extra_assets=(("param_stats_path", "tddfa-param-mean-std"),)),
+    "TDDFA": ModelEntry(
+        module="deployments.tddfa",
+        asset_field="weights_path",
+        asset="tddfa-mb1-120",
+        extra_assets=(("param_stats_path", "tddfa-param-mean-std"),),
+    ),
     "MeshRenderer": ModelEntry(module="deployments.mesh_renderer"),
 }
 
@@ -54,8 +60,9 @@ class ModelArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     asset: str | None = Field(None, description="weights by manifest name; default: the model's production asset")
-    assets: dict[str, str] = Field(default_factory=dict, description="other files by config field, e.g. "
-                                   "param_stats_path: tddfa-param-mean-std")
+    assets: dict[str, str] = Field(
+        default_factory=dict, description="other files by config field, e.g. param_stats_path: tddfa-param-mean-std"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="fields of the model's config dataclass")
 
 
@@ -91,6 +98,17 @@ def model_config(name: str, args: ModelArgs | None = None) -> tuple[type, Any, s
     for field_name, asset in entry.extra_assets:
         kwargs[field_name] = str(resolve_for_serving(args.assets.get(field_name, asset))[1])
     return cls, cfg_cls(**kwargs), weights
+
+
+def recogniser_threshold(weights: str) -> float | None:
+    """The calibrated similarity threshold of a recogniser's weights, by the name a
+    model's describe() reports (the manifest asset actually served, stand-ins included);
+    None when the manifest has none for them. The threshold belongs to the weights, not
+    to the ArcFace class: a 128-d MobileFaceNet and a 512-d ResNet-50 need different ones."""
+    from serve_app.assets import load_manifest
+
+    asset = load_manifest().get(weights)
+    return asset.similarity_threshold if asset is not None else None
 
 
 def morphable_model(asset: str = MORPHABLE_MODEL):

@@ -33,8 +33,10 @@ class FacePrompt:
     def shifted(self, dx: int, dy: int) -> FacePrompt:
         """The same prompt in a crop whose top-left corner is (dx, dy)."""
         x1, y1, x2, y2 = self.box
-        return FacePrompt((x1 - dx, y1 - dy, x2 - dx, y2 - dy),
-                          tuple((round(x - dx, 2), round(y - dy, 2), label) for x, y, label in self.points))
+        return FacePrompt(
+            (x1 - dx, y1 - dy, x2 - dx, y2 - dy),
+            tuple((round(x - dx, 2), round(y - dy, 2), label) for x, y, label in self.points),
+        )
 
     def extent(self) -> tuple[int, int, int, int]:
         """The smallest whole-pixel box holding the box and every point."""
@@ -52,8 +54,12 @@ def face_prompt(oval: np.ndarray, width: int, height: int, expand: float = 0.15,
 
 
 def polygon_box(polygon: np.ndarray) -> tuple[float, float, float, float]:
-    return (float(polygon[:, 0].min()), float(polygon[:, 1].min()),
-            float(polygon[:, 0].max()), float(polygon[:, 1].max()))
+    return (
+        float(polygon[:, 0].min()),
+        float(polygon[:, 1].min()),
+        float(polygon[:, 0].max()),
+        float(polygon[:, 1].max()),
+    )
 
 
 def positive_points(polygon: np.ndarray, n: int) -> list[tuple[float, float]]:
@@ -98,8 +104,16 @@ def negative_points(box, width: int, height: int) -> list[tuple[float, float]]:
     right = min(right, width - 1.0) if x2 < width - 1 else None
     bottom = min(bottom, height - 1.0) if y2 < height - 1 else None
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    ring = [(left, top), (cx, top), (right, top), (right, cy),
-            (right, bottom), (cx, bottom), (left, bottom), (left, cy)]
+    ring = [
+        (left, top),
+        (cx, top),
+        (right, top),
+        (right, cy),
+        (right, bottom),
+        (cx, bottom),
+        (left, bottom),
+        (left, cy),
+    ]
     points = []
     for px, py in ring:
         # A corner needs one coordinate outside the box; an edge midpoint its own side.

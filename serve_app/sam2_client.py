@@ -103,7 +103,8 @@ class Sam2Client:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._http = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=self.cfg.concurrency), follow_redirects=False)
+                limits=httpx.Limits(max_connections=self.cfg.concurrency), follow_redirects=False
+            )
             self._slots = asyncio.Semaphore(self.cfg.concurrency)
             self._loop = loop
         return self._http, self._slots
@@ -162,10 +163,16 @@ class Sam2Client:
             # Past the cooldown, calls go through again; one more failure re-opens.
             self._open_until = time.monotonic() + self.cfg.breaker_cooldown_s
             if self._failures == self.cfg.breaker_failures:
-                log.warning("SAM2 failed %d times in a row (%s): not calling it for %g s",
-                            self._failures, outcome.reason, self.cfg.breaker_cooldown_s)
+                log.warning(
+                    "SAM2 failed %d times in a row (%s): not calling it for %g s",
+                    self._failures,
+                    outcome.reason,
+                    self.cfg.breaker_cooldown_s,
+                )
 
-    async def _face(self, image: np.ndarray, prompt: FacePrompt, multimask: bool, shared, deadline: float) -> Sam2Outcome:
+    async def _face(
+        self, image: np.ndarray, prompt: FacePrompt, multimask: bool, shared, deadline: float
+    ) -> Sam2Outcome:
         height, width = image.shape[:2]
         if shared is not None:
             region, sent = (0, 0, width, height), prompt
@@ -176,10 +183,16 @@ class Sam2Client:
             sent = prompt.shifted(x1, y1)
             encoded = await asyncio.to_thread(_encode_b64_png, np.ascontiguousarray(image[y1:y2, x1:x2]))
         box, points = sent.as_lists()
-        body = _json_body(self.cfg.image_field, encoded, {
-            self.cfg.points_field: points, self.cfg.box_field: box,
-            self.cfg.multimask_field: bool(multimask), self.cfg.return_prob_field: False,
-        })
+        body = _json_body(
+            self.cfg.image_field,
+            encoded,
+            {
+                self.cfg.points_field: points,
+                self.cfg.box_field: box,
+                self.cfg.multimask_field: bool(multimask),
+                self.cfg.return_prob_field: False,
+            },
+        )
         try:
             raw = await self._post(body, deadline)
             x1, y1, x2, y2 = region
@@ -320,11 +333,17 @@ def _from_rle(rle: Any) -> np.ndarray:
         counts, size = rle
     else:
         raise InvalidResponse("mask_rle is neither {counts, size} nor [counts, size]")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
         raise InvalidResponse("mask_rle size is not [h, w] of positive integers")
-    if not (isinstance(counts, list) and counts
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts)):
+    if not (
+        isinstance(counts, list)
+        and counts
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts)
+    ):
         raise InvalidResponse("mask_rle counts is not a list of non-negative integers")
     h, w = size
     if h * w > MAX_MASK_PIXELS or sum(counts) != h * w:
@@ -339,8 +358,11 @@ def _from_masks(masks: Any, scores: Any) -> np.ndarray:
         raise InvalidResponse("masks is not a non-empty list")
     arrays = [_mask_array(m, i) for i, m in enumerate(masks)]
     if scores is not None:
-        if not (isinstance(scores, list) and len(scores) == len(arrays)
-                and all(isinstance(s, (int, float)) and not isinstance(s, bool) and np.isfinite(s) for s in scores)):
+        if not (
+            isinstance(scores, list)
+            and len(scores) == len(arrays)
+            and all(isinstance(s, (int, float)) and not isinstance(s, bool) and np.isfinite(s) for s in scores)
+        ):
             raise InvalidResponse("scores is not a list of numbers, one per mask")
         best = int(np.argmax(scores))
     else:

@@ -27,21 +27,30 @@ class Sam2Config(BaseModel):
     points_field: str = Field("points", description="JSON field for [[x, y, label], ...]", **_env("SAM2_POINTS_FIELD"))
     box_field: str = Field("box", description="JSON field for [x1, y1, x2, y2]", **_env("SAM2_BOX_FIELD"))
     multimask_field: str = Field("multimask", description="JSON field for the multimask flag", **_env("SAM2_MULTIMASK"))
-    return_prob_field: str = Field("return_prob", description="JSON field asking for probabilities",
-                                   **_env("SAM2_RETURN_PROB"))
-    timeout_s: float = Field(10.0, gt=0, le=600, description="one deadline for all faces of an image",
-                             **_env("SAM2_TIMEOUT"))
+    return_prob_field: str = Field(
+        "return_prob", description="JSON field asking for probabilities", **_env("SAM2_RETURN_PROB")
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, le=600, description="one deadline for all faces of an image", **_env("SAM2_TIMEOUT")
+    )
     retries: int = Field(2, ge=0, le=10, description="retries on connection errors and 5xx", **_env("SAM2_RETRIES"))
     concurrency: int = Field(4, ge=1, le=256, description="calls in flight per client", **_env("SAM2_CONCURRENCY"))
-    send: Literal["image", "crop"] = Field("image", description="image: the image once per request; crop: a crop "
-                                           "around each face", **_env("SAM2_SEND"))
+    send: Literal["image", "crop"] = Field(
+        "image", description="image: the image once per request; crop: a crop around each face", **_env("SAM2_SEND")
+    )
     # After this many unavailable answers in a row (0: never), stop calling for
     # breaker_cooldown_s and fall back at once, instead of every request paying the
     # retries or the full timeout against a service that is down.
-    breaker_failures: int = Field(5, ge=0, le=1000, description="unavailable answers in a row that open the "
-                                  "breaker (0: never)", **_env("SAM2_BREAKER_FAILURES"))
-    breaker_cooldown_s: float = Field(30.0, ge=0, le=3600, description="seconds the open breaker skips SAM2",
-                                      **_env("SAM2_BREAKER_COOLDOWN"))
+    breaker_failures: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="unavailable answers in a row that open the breaker (0: never)",
+        **_env("SAM2_BREAKER_FAILURES"),
+    )
+    breaker_cooldown_s: float = Field(
+        30.0, ge=0, le=3600, description="seconds the open breaker skips SAM2", **_env("SAM2_BREAKER_COOLDOWN")
+    )
 
     @field_validator("url")
     @classmethod

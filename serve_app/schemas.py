@@ -57,20 +57,30 @@ class RootHealthResponse(BaseModel):
 class FaceMaskSource(BaseModel):
     box: list[float] = Field(description="the face oval's box [x1, y1, x2, y2] (same as boxes[i])")
     prompt_box: list[int] = Field(description="the grown, clipped box sent to SAM2 as its box prompt")
-    meshed: bool = Field(True, description="false: FaceMesh could not place this face (too small, turned away); "
-                                           "its outline is the ellipse in the detector box")
+    meshed: bool = Field(
+        True,
+        description="false: FaceMesh could not place this face (too small, turned away); "
+        "its outline is the ellipse in the detector box",
+    )
     mask_source: Literal["sam2", "polygon"] = Field(
-        description="sam2: the SAM2 service's mask; polygon: the filled FaceMesh face oval")
+        description="sam2: the SAM2 service's mask; polygon: the filled FaceMesh face oval"
+    )
     fallback_reason: str | None = Field(
-        None, description="why the polygon was used: not_configured, unreachable, timeout, server_error, "
-                          "auth_refused, rejected, invalid_response, empty_mask, client_error")
-
+        None,
+        description="why the polygon was used: not_configured, unreachable, timeout, server_error, "
+        "auth_refused, rejected, invalid_response, empty_mask, client_error",
+    )
 
     @staticmethod
     def of(face) -> FaceMaskSource:
         """From the pipeline's FaceSource, rounded for display."""
-        return FaceMaskSource(box=display.box(face.box), prompt_box=face.prompt_box, meshed=face.meshed,
-                              mask_source=face.mask_source, fallback_reason=face.fallback_reason)
+        return FaceMaskSource(
+            box=display.box(face.box),
+            prompt_box=face.prompt_box,
+            meshed=face.meshed,
+            mask_source=face.mask_source,
+            fallback_reason=face.fallback_reason,
+        )
 
 
 class FaceMaskSam2Response(FaceMaskResponse):
@@ -85,7 +95,9 @@ class ImageInput(BaseModel):
     which answers 400 with the error shape when it is not so)."""
 
     model_config = ConfigDict(extra="forbid")
-    image_url: str | None = Field(None, description="http(s) URL the server fetches (public hosts only)")
+    image_url: str | None = Field(
+        None, max_length=8192, description="http(s) URL the server fetches (public hosts only)"
+    )
     image_base64: str | None = Field(None, description="raw base64 or a data: URI")
 
 
@@ -112,6 +124,11 @@ class ExtractedFace(BaseModel):
     confidence: float = Field(description="detector score")
     embedding: list[float] = Field(description="L2-normalised ArcFace embedding")
     headshot_base64: str = Field(description="data:image/jpeg;base64 URI of the 160x160 aligned face")
+    low_quality: bool = Field(
+        False,
+        description="under the quality floor (quality_min_face_size, quality_min_score):"
+        " no identity evidence, so never merged with any face, and no face merged into it",
+    )
     duplicate_ids: list[str] = Field(default_factory=list, description="face_ids merged into this face")
     duplicates: list[DuplicateFace] = Field(default_factory=list, description="the merged faces themselves")
 
@@ -124,9 +141,15 @@ class ImageError(BaseModel):
 
 class ExtractFacesResponse(BaseModel):
     request_id: str
-    faces: list[ExtractedFace] = Field(description="one per unique person, first occurrence")
+    faces: list[ExtractedFace] = Field(
+        description="one per unique person, first occurrence; faces of one image are never merged"
+    )
     total_faces_detected: int = Field(description="faces that passed the size filter, before de-duplication")
-    unique_faces: int
+    unique_faces: int = Field(description="entries in `faces`, low-quality faces included")
+    low_quality_faces: int = Field(0, description="entries in `faces` under the quality floor (never merged)")
+    similarity_threshold: float = Field(
+        description="the threshold used: the request's, else the recogniser's calibrated one"
+    )
     images_processed: int = Field(description="images that loaded and went through detection")
     image_errors: list[ImageError] = Field(default_factory=list, description="images that could not be used")
     processing_time_ms: float
@@ -183,9 +206,12 @@ class AnonymizedFaceOut(BaseModel):
     score: float
     landmarks: list[list[float]] = Field(description="the 68 landmarks [x, y, z] (iBUG order), image pixels")
     pose: PoseOut = Field(description="degrees; yaw > 0: turned towards the image's right, pitch > 0: chin down")
-    render_png_base64: str | None = Field(None, description="frontal render of the anonymised face, RGBA (if requested)")
-    mesh_zip_base64: str | None = Field(None, description="OBJ + MTL + texture PNG of the anonymised face, zipped "
-                                        "(only with outputs=mesh)")
+    render_png_base64: str | None = Field(
+        None, description="frontal render of the anonymised face, RGBA (if requested)"
+    )
+    mesh_zip_base64: str | None = Field(
+        None, description="OBJ + MTL + texture PNG of the anonymised face, zipped (only with outputs=mesh)"
+    )
 
 
 class AnonymizeResponse(BaseModel):
@@ -195,5 +221,6 @@ class AnonymizeResponse(BaseModel):
     morphable_model: str = Field(description="which morphable model built the meshes")
     faces: list[AnonymizedFaceOut]
     anonymized_png_base64: str | None = Field(None, description="the photo with every face anonymised (if requested)")
-    segmented_png_base64: str | None = Field(None, description="the photo as RGBA, eyes (and mouth) cut out "
-                                             "(if requested)")
+    segmented_png_base64: str | None = Field(
+        None, description="the photo as RGBA, eyes (and mouth) cut out (if requested)"
+    )

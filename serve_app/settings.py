@@ -47,6 +47,13 @@ class Settings:
     allow_stand_ins: bool
     # Deadline for one request's model work; over it the request fails (no work kept).
     request_timeout_s: float
+    # The HTTP edge (serve_app/edge.py, serve_app/http.py): the largest request body on
+    # any endpoint (a declared larger one is refused before it is sent), and the time
+    # the whole body has to arrive in (a trickling client cannot hold a request open).
+    max_request_bytes: int
+    body_timeout_s: float
+    # /extract-faces: the work budget of one request, in decoded pixels over all its images.
+    max_request_pixels: int
     # /extract-faces
     max_images_per_request: int
     allowed_origins: tuple[str, ...]  # CORS; empty = no cross-origin access
@@ -71,6 +78,9 @@ class Settings:
             ),
             allow_stand_ins=_str("FACEGRAPH_ALLOW_STAND_INS", "0").lower() in ("1", "true", "yes"),
             request_timeout_s=_float("REQUEST_TIMEOUT", 180.0),
+            max_request_bytes=_int("MAX_REQUEST_BYTES", 64 * 1024 * 1024),
+            body_timeout_s=_float("BODY_TIMEOUT", 60.0),
+            max_request_pixels=_int("MAX_REQUEST_PIXELS", 200_000_000),
             max_images_per_request=_int("MAX_IMAGES_PER_REQUEST", 100),
             allowed_origins=_csv("ALLOWED_ORIGINS"),
             url_allowlist=_csv("URL_FETCH_ALLOWLIST"),

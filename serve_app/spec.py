@@ -12,15 +12,50 @@ import functools
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+# What a multipart form may say for a boolean (any case): forms carry every value as text.
+FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _is_a(annotation: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether a field's annotation is one of `kinds` (Optional unwrapped)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(a in kinds for a in typing.get_args(annotation))
+    return annotation in kinds
 
 
 class Params(BaseModel):
-    """Base of every pipeline's parameters: immutable, unknown names refused."""
+    """Base of every pipeline's parameters: immutable, unknown names refused, numbers
+    finite (no inf or NaN; every numeric field also has an upper bound, checked by
+    tests/unit/test_spec.py), booleans real booleans: true or false in JSON and in
+    Python, never 1, "yes" or "on" (pydantic's lax mode would take those), and a number
+    never true or false. Form models (form_model) take the strings true/false/1/0 for a
+    boolean instead, the only way a form can say it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    form_booleans: ClassVar[bool] = False
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is None or value is None:
+            return value
+        if _is_a(field.annotation, (int, float)) and not _is_a(field.annotation, (bool,)):
+            if isinstance(value, bool):  # JSON true is not the number 1
+                raise PydanticCustomError("number_type", "Input should be a number, not true or false")
+            return value
+        if not _is_a(field.annotation, (bool,)) or isinstance(value, bool):
+            return value
+        if cls.form_booleans:
+            if isinstance(value, str) and value.strip().lower() in FORM_BOOLEANS:
+                return FORM_BOOLEANS[value.strip().lower()]
+            raise PydanticCustomError("bool_type", "Input should be true, false, 1 or 0")
+        raise PydanticCustomError("bool_type", "Input should be true or false")
 
 
 @dataclass(frozen=True)
@@ -34,7 +69,11 @@ class PipelineSpec:
 def form_model(params: type[Params]) -> type[Params]:
     """`params` as a FastAPI form model (`Annotated[form_model(P), Form()]`): the same
     fields and limits, but other form fields (the image, `outputs`) are not refused."""
-    return type(params.__name__ + "Form", (params,), {"model_config": ConfigDict(frozen=True, extra="ignore")})
+    return type(
+        params.__name__ + "Form",
+        (params,),
+        {"model_config": ConfigDict(frozen=True, extra="ignore"), "form_booleans": True},
+    )
 
 
 def from_form(params: type[Params], form: BaseModel) -> Params:
@@ -84,8 +123,9 @@ def _limits(info) -> str:
     return f" ({', '.join(words)})" if words else ""
 
 
-def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "",
-                  skip: tuple[str, ...] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "", skip: tuple[str, ...] = ()
+) -> None:
     """One option per field of `model`: `--max-size`, help from the field's description,
     default and limits. Every option defaults to None (= the model's own default), so
     the model stays the only place a default lives."""
@@ -96,20 +136,26 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefi
         default = info.get_default(call_default_factory=True)
         if kwargs.get("action") is argparse.BooleanOptionalAction and name.startswith("no_") and default is False:
             kwargs = {"action": "store_const", "const": True}  # --no-mask, never --no-no-mask
-        shown = "unset" if default is None else (",".join(map(str, default)) if isinstance(default, (list, tuple))
-                                                  else default)
+        shown = (
+            "unset"
+            if default is None
+            else (",".join(map(str, default)) if isinstance(default, (list, tuple)) else default)
+        )
         help_text = f"{info.description or name} [default: {shown}]{_limits(info)}"
-        parser.add_argument(_option(name, prefix), dest=prefix.replace("-", "_") + name, default=None,
-                            help=help_text, **kwargs)
+        parser.add_argument(
+            _option(name, prefix), dest=prefix.replace("-", "_") + name, default=None, help=help_text, **kwargs
+        )
 
 
-def from_arguments(model: type[BaseModel], args: argparse.Namespace, prefix: str = "",
-                   **extra: Any) -> Any:
+def from_arguments(model: type[BaseModel], args: argparse.Namespace, prefix: str = "", **extra: Any) -> Any:
     """The model built from the options `add_arguments` made (unset ones take the
     model's default); a bad value exits with one line naming the option."""
     dest_prefix = prefix.replace("-", "_")
-    values = {name: getattr(args, dest_prefix + name) for name in model.model_fields
-              if getattr(args, dest_prefix + name, None) is not None}
+    values = {
+        name: getattr(args, dest_prefix + name)
+        for name in model.model_fields
+        if getattr(args, dest_prefix + name, None) is not None
+    }
     try:
         return model(**values, **extra)
     except ValidationError as exc:

@@ -48,8 +48,9 @@ class FetchPolicy:
     @staticmethod
     def from_settings() -> FetchPolicy:
         s = settings()
-        return FetchPolicy(s.url_allowlist, s.url_connect_timeout_s, s.url_read_timeout_s,
-                           s.url_max_redirects, s.max_image_bytes)
+        return FetchPolicy(
+            s.url_allowlist, s.url_connect_timeout_s, s.url_read_timeout_s, s.url_max_redirects, s.max_image_bytes
+        )
 
 
 def refused(message: str) -> errors.ApiError:
@@ -64,9 +65,14 @@ def address_problem(addr: Address) -> str | None:
     """Why an address may not be fetched from, or None if it is public."""
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    for attr, name in (("is_loopback", "loopback"), ("is_unspecified", "unspecified"),
-                       ("is_link_local", "link-local"), ("is_multicast", "multicast"),
-                       ("is_reserved", "reserved"), ("is_private", "private")):
+    for attr, name in (
+        ("is_loopback", "loopback"),
+        ("is_unspecified", "unspecified"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_reserved", "reserved"),
+        ("is_private", "private"),
+    ):
         if getattr(addr, attr):
             return name
     if not addr.is_global:  # e.g. 100.64.0.0/10 carrier-grade NAT
@@ -119,9 +125,12 @@ class UrlFetcher:
         p = self.policy
         self._client = httpx.AsyncClient(
             # trust_env=False: no proxy from the environment may route around the checks.
-            trust_env=False, follow_redirects=False, verify=_tls_context(),
-            timeout=httpx.Timeout(connect=p.connect_timeout_s, read=p.read_timeout_s,
-                                  write=p.read_timeout_s, pool=p.connect_timeout_s),
+            trust_env=False,
+            follow_redirects=False,
+            verify=_tls_context(),
+            timeout=httpx.Timeout(
+                connect=p.connect_timeout_s, read=p.read_timeout_s, write=p.read_timeout_s, pool=p.connect_timeout_s
+            ),
         )
         return self
 
@@ -191,9 +200,14 @@ class UrlFetcher:
         original = httpx.URL(url)
         host_header = original.netloc.decode("ascii").rsplit("@", 1)[-1]
         request = self._client.build_request(
-            "GET", target, headers={"Host": host_header, "Accept": "image/*",
-                                     # Uncompressed, so the byte cap counts what arrives.
-                                     "Accept-Encoding": "identity"},
+            "GET",
+            target,
+            headers={
+                "Host": host_header,
+                "Accept": "image/*",
+                # Uncompressed, so the byte cap counts what arrives.
+                "Accept-Encoding": "identity",
+            },
             # TLS: certificate and SNI checked against the name, not the address.
             extensions={"sni_hostname": original.host} if original.scheme == "https" else {},
         )

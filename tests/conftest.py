@@ -23,6 +23,14 @@ TEST_ENV = {
     "URL_FETCH_ALLOWLIST": "127.0.0.1",
     # One CORS origin, so the tests see it allowed and every other origin refused.
     "ALLOWED_ORIGINS": "https://app.example",
+    # The HTTP edge (serve_app/edge.py) in every Serve proxy, as scripts/serve.sh installs it.
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.edge:proxy_middlewares",
+    # Small edge limits, so tests/apps/test_edges.py reaches them cheaply: a 30 MiB body
+    # is over the request limit, a trickling body times out in seconds, a few large
+    # images are over one request's pixel budget.
+    "MAX_REQUEST_BYTES": str(16 * 1024 * 1024),
+    "BODY_TIMEOUT": "5",
+    "MAX_REQUEST_PIXELS": str(20_000_000),
 }
 os.environ.update(TEST_ENV)
 
@@ -67,8 +75,9 @@ def ray_cluster():
     metrics_port = free_port()
     # Logical CPUs above the 2 physical cores: replicas ask for fractions and several
     # apps may be up at once; the work itself is small.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             _metrics_export_port=metrics_port)
+    ray.init(
+        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port
+    )
     yield {"metrics_url": f"http://127.0.0.1:{metrics_port}/metrics"}
     ray.shutdown()
 

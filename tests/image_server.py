@@ -47,7 +47,7 @@ class ImageServer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "ImageServer":
+    def __enter__(self) -> ImageServer:
         self.thread.start()
         return self
 

@@ -20,11 +20,33 @@ import cv2
 import numpy as np
 
 MODES = (
-    "png", "png01", "png_half", "rle", "rle_list", "masks", "masks_noscores", "masks_prob", "masks_bool",
-    "empty", "error500", "flaky", "slow", "garbage", "wrong_json", "bad_rle", "bad_request", "auth", "drop",
+    "png",
+    "png01",
+    "png_half",
+    "rle",
+    "rle_list",
+    "masks",
+    "masks_noscores",
+    "masks_prob",
+    "masks_bool",
+    "empty",
+    "error500",
+    "flaky",
+    "slow",
+    "garbage",
+    "wrong_json",
+    "bad_rle",
+    "bad_request",
+    "auth",
+    "drop",
 )
-DEFAULT_FIELDS = {"image": "image_base64", "points": "points", "box": "box",
-                  "multimask": "multimask", "return_prob": "return_prob"}
+DEFAULT_FIELDS = {
+    "image": "image_base64",
+    "points": "points",
+    "box": "box",
+    "multimask": "multimask",
+    "return_prob": "return_prob",
+}
 
 
 def ellipse_mask(height: int, width: int, box) -> np.ndarray:
@@ -55,8 +77,15 @@ class BadRequest(ValueError):
 
 
 class Sam2StandIn:
-    def __init__(self, mode: str = "png", token: str | None = None, fields: dict | None = None,
-                 slow_s: float = 5.0, fail_first: int = 1, port: int = 0):
+    def __init__(
+        self,
+        mode: str = "png",
+        token: str | None = None,
+        fields: dict | None = None,
+        slow_s: float = 5.0,
+        fail_first: int = 1,
+        port: int = 0,
+    ):
         self.mode = mode
         self.token = token
         self.fields = dict(DEFAULT_FIELDS, **(fields or {}))
@@ -74,7 +103,7 @@ class Sam2StandIn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    def start(self) -> "Sam2StandIn":
+    def start(self) -> Sam2StandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -145,8 +174,14 @@ class Sam2StandIn:
             image, box, points, multimask = self._read(req)
         except (BadRequest, ValueError, KeyError, TypeError) as exc:
             return self._send(h, 400, {"detail": f"bad request: {exc}"})
-        record.update(image_shape=image.shape, box=box, points=points, multimask=multimask,
-                      keys=sorted(req), image_b64_len=len(req[self.fields["image"]]))
+        record.update(
+            image_shape=image.shape,
+            box=box,
+            points=points,
+            multimask=multimask,
+            keys=sorted(req),
+            image_b64_len=len(req[self.fields["image"]]),
+        )
         if mode == "slow":
             time.sleep(self.slow_s)
         hgt, wid = image.shape[:2]

@@ -1,7 +1,9 @@
 """Static checks of what we ship: serve_config.yaml, cluster.yaml (against KubeRay's
 CRD schema from ../shared/schemas), the Dockerfile, and the README's commands."""
 
+import functools
 import importlib
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -33,7 +35,7 @@ def test_every_app_builder_is_importable_and_typed():
 
 def test_model_deployments_batch_and_fit_on_two_cores():
     cpus_at_min = 0.0
-    for app, dep in deployments():
+    for _, dep in deployments():
         actor = dep.get("ray_actor_options", {})
         assert 0 < actor.get("num_cpus", 1) < 1, f"{dep['name']}: give it a fractional num_cpus"
         scaling = dep.get("autoscaling_config")
@@ -45,6 +47,28 @@ def test_model_deployments_batch_and_fit_on_two_cores():
             assert dep["max_ongoing_requests"] >= batch, f"{dep['name']}: batches would never fill"
             assert dep["user_config"]["batch_wait_timeout_s"] > 0
     assert cpus_at_min <= 2.0, f"{cpus_at_min} CPUs at min replicas: will not schedule on 2 cores"
+
+
+def test_every_deployment_refuses_overload_and_survives_faults():
+    """Issue 13's settings (rehearsed in tests/faults/): every queue bounded, refusals
+    with Retry-After, a health check that finds a hung replica, a graceful shutdown that
+    lets requests finish; a pipeline's first model refuses before the models after it."""
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(SERVE_CONFIG)  # every option is one Serve knows
+    queue = {}
+    for _, dep in deployments():
+        name = dep["name"]
+        queue[name] = dep["max_queued_requests"]
+        assert 0 < queue[name] <= dep["max_ongoing_requests"] * 2, name
+        assert dep["backpressure_config"]["retry_after_s"] >= 1, name
+        assert dep["health_check_period_s"] < dep["health_check_timeout_s"] <= 30, name
+        assert dep["graceful_shutdown_timeout_s"] >= 10, name
+    assert all(
+        queue[first] < queue[later]
+        for first in ("LBPDetector", "RetinaFace")
+        for later in ("SegFormerParser", "FaceMesh", "ArcFace", "TDDFA", "MeshRenderer")
+    )
 
 
 def test_deployment_names_are_ingress_or_model_class_names():
@@ -78,36 +102,214 @@ def test_one_model_tier_serves_every_pipeline():
         assert spec.name == name and set(spec.models.values()) <= set(served), name
 
 
-def crd_schema(name: str) -> dict:
+@functools.cache
+def crd_validator(name: str):
+    """A validator for the CRD's v1 schema, built once (checking the large schema
+    itself is the slow part of jsonschema.validate)."""
     crd = yaml.safe_load((SCHEMAS / name).read_text())
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return v1["schema"]["openAPIV3Schema"]
+    schema = v1["schema"]["openAPIV3Schema"]
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def generator():
+    """scripts/make_cluster_yaml.py, the one writer of everything generated from serve_config.yaml."""
+    spec = importlib.util.spec_from_file_location("make_cluster_yaml", ROOT / "scripts" / "make_cluster_yaml.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GPU_MODELS = {"SegFormerParser", "RetinaFace", "ArcFace", "TDDFA", "MeshRenderer"}
+CLUSTERS = {"cluster.yaml": "serve_config.yaml", "cluster.gpu.yaml": "serve_config.gpu.yaml"}
+
+
+def test_generated_files_are_up_to_date():
+    for name, text in generator().outputs().items():
+        assert (ROOT / name).read_text() == text, f"{name} is stale: run python scripts/make_cluster_yaml.py"
 
 
 @pytest.mark.skipif(not SCHEMAS.exists(), reason="../shared/schemas not beside the repo")
-def test_cluster_yaml_is_a_valid_rayservice_serving_serve_config():
-    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    jsonschema.validate(cluster, crd_schema("ray.io_rayservices.yaml"))
+@pytest.mark.parametrize("cluster_file", sorted(CLUSTERS))
+def test_cluster_yaml_is_a_valid_rayservice_serving_its_serve_config(cluster_file):
+    cluster = yaml.safe_load((ROOT / cluster_file).read_text())
+    crd_validator("ray.io_rayservices.yaml").validate(cluster)
     assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayService")
-    assert yaml.safe_load(cluster["spec"]["serveConfigV2"]) == SERVE_CONFIG, \
-        "cluster.yaml is stale: run python scripts/make_cluster_yaml.py"
+    assert cluster["spec"]["serveConfigV2"] == (ROOT / CLUSTERS[cluster_file]).read_text()
+    ray_cluster = cluster["spec"]["rayClusterConfig"]
+    # Replicas land on workers; worker groups grow with the replicas Serve asks for.
+    assert ray_cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert ray_cluster["enableInTreeAutoscaling"] is True
     # A deliberately broken copy fails, so the check above can fail too.
     cluster["spec"]["rayClusterConfig"]["headGroupSpec"] = "not an object"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(cluster, crd_schema("ray.io_rayservices.yaml"))
+        crd_validator("ray.io_rayservices.yaml").validate(cluster)
 
 
-def test_dockerfile_runs_the_ci_install_and_fetches_assets():
+def worker_groups(cluster_file: str) -> dict[str, dict]:
+    cluster = yaml.safe_load((ROOT / cluster_file).read_text())
+    return {g["groupName"]: g for g in cluster["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+
+
+def test_gpu_cluster_schedules_gpu_replicas_on_gpu_nodes_from_zero():
+    gen = generator()
+    groups = worker_groups("cluster.gpu.yaml")
+    assert set(groups) == {"cpu", "gpu"}
+    gpu = groups["gpu"]
+    assert gpu["minReplicas"] == gpu["replicas"] == 0 < gpu["maxReplicas"]
+    (container,) = gpu["template"]["spec"]["containers"]
+    assert container["image"] == gen.GPU_IMAGE
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["template"]["spec"][
+        "tolerations"
+    ]
+    (cpu_container,) = groups["cpu"]["template"]["spec"]["containers"]
+    assert cpu_container["image"] == gen.IMAGE and "nvidia.com/gpu" not in cpu_container["resources"]["limits"]
+    # The CPU-only variant has no GPU group: nothing in serve_config.yaml asks for one.
+    assert set(worker_groups("cluster.yaml")) == {"cpu"}
+    assert not [d["name"] for _, d in deployments() if d.get("ray_actor_options", {}).get("num_gpus")]
+
+
+def test_gpu_serve_config_puts_the_gpu_models_on_gpus_with_larger_batches():
+    gpu_config = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
+    cpu_deps = {d["name"]: d for _, d in deployments()}
+    gpu_deps = {d["name"]: d for app in gpu_config["applications"] for d in app.get("deployments", [])}
+    assert set(gpu_deps) == set(cpu_deps)
+    gpus_at_min = 0.0
+    for name, dep in gpu_deps.items():
+        num_gpus = dep.get("ray_actor_options", {}).get("num_gpus", 0)
+        if name not in GPU_MODELS:  # LBPDetector, FaceMesh, every ingress: as on the CPU
+            assert dep == cpu_deps[name], name
+            continue
+        assert 0 < num_gpus <= 1, name
+        gpus_at_min += num_gpus * dep["autoscaling_config"]["min_replicas"]
+        batch = dep["user_config"]["max_batch_size"]
+        assert batch > cpu_deps[name]["user_config"]["max_batch_size"], name
+        assert dep["max_ongoing_requests"] >= batch and dep["user_config"]["batch_wait_timeout_s"] > 0, name
+    assert gpus_at_min <= 1, f"{gpus_at_min} GPUs at min replicas: the GPU models do not share one GPU"
+    # Apart from the deployments, the same applications, args and settings.
+    strip = lambda c: {
+        **c,
+        "applications": [{k: v for k, v in a.items() if k != "deployments"} for a in c["applications"]],
+    }
+    assert strip(gpu_config) == strip(SERVE_CONFIG)
+
+
+def test_serve_build_of_the_apps_is_equivalent_to_serve_config(tmp_path, monkeypatch):
+    """`serve build` (Serve's own CLI) over serve_app.apps.configured's Applications.
+    Equivalent means: the same applications in the same order, each built by the
+    builder serve_config.yaml names with its args, holding exactly the deployments
+    serve_config.yaml configures for it. `serve build` cannot know names and route
+    prefixes (it writes app1.. and /app1..) nor our options (it writes the code's
+    defaults); given serve_config.yaml's names, prefixes and deployment options, the
+    result is serve_config.yaml's applications."""
+    from click.testing import CliRunner
+    from ray.serve.schema import ServeDeploySchema
+    from ray.serve.scripts import build
+
+    from serve_app.apps import configured
+    from serve_app.settings import settings
+
+    monkeypatch.setenv("FACEGRAPH_ALLOW_STAND_INS", "1")  # production weights are not on every machine
+    settings.cache_clear()  # settings are read once per process: re-read with the variable set
+    wanted = SERVE_CONFIG["applications"]
+    out = tmp_path / "built.yaml"
+    try:
+        result = CliRunner().invoke(
+            build, [f"serve_app.apps.configured:{a['name']}" for a in wanted] + ["-o", str(out)]
+        )
+    finally:
+        monkeypatch.delenv("FACEGRAPH_ALLOW_STAND_INS")
+        settings.cache_clear()
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    built = yaml.safe_load(out.read_text())["applications"]
+    assert [a["import_path"] for a in built] == [f"serve_app.apps.configured:{a['name']}" for a in wanted]
+    renamed = []
+    for ours, theirs in zip(wanted, built):
+        assert configured.applications()[ours["name"]] == (ours["import_path"], ours.get("args") or {})
+        options = {d["name"]: d for d in ours["deployments"]}
+        assert {d["name"] for d in theirs["deployments"]} == set(options), ours["name"]
+        renamed.append(
+            {
+                **theirs,
+                "name": ours["name"],
+                "route_prefix": ours["route_prefix"],
+                "deployments": [{**d, **options[d["name"]]} for d in theirs["deployments"]],
+            }
+        )
+    ServeDeploySchema.model_validate({"applications": renamed})
+    for ours, theirs in zip(wanted, renamed):
+        assert (theirs["name"], theirs["route_prefix"]) == (ours["name"], ours["route_prefix"])
+        assert sorted(theirs["deployments"], key=lambda d: d["name"]) == sorted(
+            ours["deployments"], key=lambda d: d["name"]
+        )
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """{stage name: its text} of the Dockerfile."""
     docker = (ROOT / "Dockerfile").read_text()
+    parts = re.split(r"^(?=FROM )", docker, flags=re.M)
+    return {re.match(r"FROM \S+ AS (\S+)", p).group(1): p for p in parts if p.startswith("FROM ")}
+
+
+def test_dockerfile_builds_cpu_and_gpu_images_the_way_ci_installs():
+    docker = (ROOT / "Dockerfile").read_text()
+    stages = dockerfile_stages()
+    assert {"cpu", "gpu"} <= set(stages)
     assert re.search(r"^FROM python:3\.11", docker, re.M)
-    assert "RUN scripts/setup.sh production" in docker
-    for path in ("requirements.txt", "constraints.txt", "scripts", "assets", "serve_app", "deployments", "serve_config.yaml"):
-        assert re.search(rf"^COPY .*\b{re.escape(path)}\b", docker, re.M), f"Dockerfile does not copy {path}"
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    (torch_pin,) = set(re.findall(r"torch==([0-9.]+)", setup))
+    for name in ("cpu", "gpu"):
+        stage = stages[name]
+        assert stage.startswith("FROM base AS"), name  # both from the one shared stage
+        # The install CI runs, production assets fetched at build time.
+        assert re.search(r"^RUN (\S+=\S+ )*scripts/setup\.sh production", stage, re.M), name
+    base = stages["base"]
+    for path in (
+        "requirements.txt",
+        "constraints.txt",
+        "scripts",
+        "assets",
+        "serve_app",
+        "deployments",
+        "serve_config.yaml",
+        "serve_config.gpu.yaml",
+    ):
+        assert re.search(rf"^COPY .*\b{re.escape(path)}\b", base, re.M), f"Dockerfile does not copy {path}"
+    # Non-root: the last USER of each image is not root.
+    for name in ("cpu", "gpu"):
+        users = re.findall(r"^USER (\S+)", base + stages[name], re.M)
+        assert users and users[-1] not in ("root", "0"), name
+    # A HEALTHCHECK on the model tier's root health route (GET /healthz on the Serve port).
+    (check,) = re.findall(r"^HEALTHCHECK (?:.*\\\n)*.*", base, re.M)
+    assert "http://127.0.0.1:8000/healthz" in check
+    # CPU: torch's CPU wheel of the pinned version; GPU: the CUDA one, onnxruntime-gpu of
+    # the pinned onnxruntime, PyTorch3D built from source with its CUDA kernels.
+    assert "download.pytorch.org/whl/cpu" in stages["cpu"] and "assert not torch.version.cuda" in stages["cpu"]
+    assert "onnxruntime-gpu" in stages["gpu"] and "CUDAExecutionProvider" in stages["gpu"]
+    builder = stages["pytorch3d-cuda"]
+    assert f"torch=={torch_pin}" in builder and "FORCE_CUDA=1" in builder
+    assert "facebookresearch/pytorch3d" in builder and "COPY --from=pytorch3d-cuda" in stages["gpu"]
+    assert "FACEGRAPH_WHEELHOUSE=/wheels" in stages["gpu"]
+    assert "serve_config.gpu.yaml" in stages["gpu"]
+
+
+def test_readme_builds_the_images_the_clusters_run():
+    readme = (ROOT / "README.md").read_text()
+    gen = generator()
+    assert f"docker build --target cpu -t {gen.IMAGE} ." in readme
+    assert f"docker build --target gpu -t {gen.GPU_IMAGE} ." in readme
 
 
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
-    ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
+    ci = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci == ["scripts/test.sh"]
     assert "scripts/test.sh" in readme and "scripts/serve.sh" in readme
 
@@ -127,5 +329,34 @@ def test_one_opencv_with_cascades():
 
     import cv2
 
-    opencvs = sorted({d.metadata["Name"].lower() for d in distributions() if d.metadata["Name"].lower().startswith("opencv")})
+    names = {d.metadata["Name"].lower() for d in distributions()}
+    opencvs = sorted(n for n in names if n.startswith("opencv"))
     assert opencvs == ["opencv-python-headless"] and hasattr(cv2, "CascadeClassifier")
+
+
+def test_every_way_of_serving_installs_the_http_edge(monkeypatch):
+    """serve_app/edge.py runs in Serve's proxies only where Ray starts with the callback
+    in its environment: `facegraph serve` (scripts/serve.sh), the images, both clusters'
+    pods, and the tests' cluster all set it."""
+    from serve_app import cli
+    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    for name in (PROXY_CALLBACK_ENV, "FACEGRAPH_ALLOW_STAND_INS", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    ran = []
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: ran.append(argv))
+    cli.serve(cli.parser().parse_args(["serve", "--no-fetch"]), [])
+    assert ran and ran[0][1:3] == ["run", str(ROOT / "serve_config.yaml")]
+    assert cli.os.environ[PROXY_CALLBACK_ENV] == PROXY_CALLBACK
+
+    assert f"{PROXY_CALLBACK_ENV}={PROXY_CALLBACK}" in (ROOT / "Dockerfile").read_text()
+    for cluster_file in sorted(ROOT.glob("cluster*.yaml")):
+        cluster = yaml.safe_load(cluster_file.read_text())["spec"]["rayClusterConfig"]
+        groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+        for group in groups:
+            for container in group["template"]["spec"]["containers"]:
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                assert env.get(PROXY_CALLBACK_ENV) == PROXY_CALLBACK, f"{cluster_file.name}: {container['name']}"
+    assert f'"{PROXY_CALLBACK_ENV}": "{PROXY_CALLBACK}"' in (ROOT / "tests" / "conftest.py").read_text()
+    module, _, attr = PROXY_CALLBACK.partition(":")
+    assert callable(getattr(importlib.import_module(module), attr))

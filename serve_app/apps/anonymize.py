@@ -44,21 +44,32 @@ def mesh_zip(name: str, face, triangles, uvs) -> bytes:
     return buffer.getvalue()
 
 
-def build_response(result: AnonymizeResult, wanted: frozenset[str], rid: str, bfm, description: str
-                   ) -> AnonymizeResponse:
+def build_response(
+    result: AnonymizeResult, wanted: frozenset[str], rid: str, bfm, description: str
+) -> AnonymizeResponse:
     faces = []
     for i, anon in enumerate(result.faces):
         marks, pose = anon.face.landmarks, anon.face.pose
-        faces.append(AnonymizedFaceOut(
-            face_index=i, box=display.box(marks.box), score=display.score(marks.score),
-            landmarks=display.points(marks.points), pose=PoseOut(yaw=round(pose.yaw, 1), pitch=round(pose.pitch, 1),
-                                                                 roll=round(pose.roll, 1)),
-            render_png_base64=b64(encode_png(anon.frontal)) if anon.frontal is not None else None,
-            mesh_zip_base64=b64(mesh_zip(f"face{i}", anon, bfm.tri, bfm.uv)) if "mesh" in wanted else None))
+        faces.append(
+            AnonymizedFaceOut(
+                face_index=i,
+                box=display.box(marks.box),
+                score=display.score(marks.score),
+                landmarks=display.points(marks.points),
+                pose=PoseOut(yaw=round(pose.yaw, 1), pitch=round(pose.pitch, 1), roll=round(pose.roll, 1)),
+                render_png_base64=b64(encode_png(anon.frontal)) if anon.frontal is not None else None,
+                mesh_zip_base64=b64(mesh_zip(f"face{i}", anon, bfm.tri, bfm.uv)) if "mesh" in wanted else None,
+            )
+        )
     return AnonymizeResponse(
-        request_id=rid, width=result.width, height=result.height, morphable_model=description, faces=faces,
+        request_id=rid,
+        width=result.width,
+        height=result.height,
+        morphable_model=description,
+        faces=faces,
         anonymized_png_base64=b64(encode_png(result.anonymized)) if "anonymized" in wanted else None,
-        segmented_png_base64=b64(encode_png(result.segmented)) if "segmented" in wanted else None)
+        segmented_png_base64=b64(encode_png(result.segmented)) if "segmented" in wanted else None,
+    )
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=16)
@@ -77,8 +88,7 @@ class AnonymizeIngress:
         work = anonymize(rgb, params, self.bfm, frontal="renders" in wanted, **self.models)
         result = await ingress.within_request_timeout(work, "the anonymisation")
         endpoint_metrics.faces(len(result.faces))
-        return await asyncio.to_thread(build_response, result, wanted, request_id(request), self.bfm,
-                                       self.description)
+        return await asyncio.to_thread(build_response, result, wanted, request_id(request), self.bfm, self.description)
 
 
 class AnonymizeArgs(BaseModel):

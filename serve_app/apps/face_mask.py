@@ -34,10 +34,16 @@ class FaceMaskIngress:
     @app.post("/", response_model=FaceMaskResponse, responses=ingress.MASK_ERRORS)
     async def face_mask(self, request: Request, form: MaskForm, image: ingress.ImageUpload) -> FaceMaskResponse:
         result, encoded = await ingress.mask_request(
-            request, image, form, FaceMaskParams, lambda rgb, params: face_mask(rgb, params, **self.models))
+            request, image, form, FaceMaskParams, lambda rgb, params: face_mask(rgb, params, **self.models)
+        )
         endpoint_metrics.faces(len(result.boxes))
-        return FaceMaskResponse(request_id=request_id(request), width=result.width, height=result.height,
-                                boxes=display.boxes(result.boxes), **encoded)
+        return FaceMaskResponse(
+            request_id=request_id(request),
+            width=result.width,
+            height=result.height,
+            boxes=display.boxes(result.boxes),
+            **encoded,
+        )
 
 
 class FaceMaskArgs(BaseModel):

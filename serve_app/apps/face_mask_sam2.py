@@ -42,15 +42,27 @@ class FaceMaskSam2Ingress:
         sam2_state["SAM2"] = "configured" if self.sam2.configured else "not configured (polygon fallback)"
 
     @app.post("/", response_model=FaceMaskSam2Response, responses=ingress.MASK_ERRORS)
-    async def face_mask_sam2(self, request: Request, form: MaskForm, image: ingress.ImageUpload) -> FaceMaskSam2Response:
+    async def face_mask_sam2(
+        self, request: Request, form: MaskForm, image: ingress.ImageUpload
+    ) -> FaceMaskSam2Response:
         # SAM2 is bounded by its own timeout inside; the request deadline covers the mesh.
         result, encoded = await ingress.mask_request(
-            request, image, form, FaceMaskSam2Params,
-            lambda rgb, params: face_mask_sam2(rgb, params, sam2=self.sam2, **self.models))
+            request,
+            image,
+            form,
+            FaceMaskSam2Params,
+            lambda rgb, params: face_mask_sam2(rgb, params, sam2=self.sam2, **self.models),
+        )
         endpoint_metrics.faces(len(result.faces))
         faces = [FaceMaskSource.of(f) for f in result.faces]
-        return FaceMaskSam2Response(request_id=request_id(request), width=result.width, height=result.height,
-                                    boxes=[f.box for f in faces], faces=faces, **encoded)
+        return FaceMaskSam2Response(
+            request_id=request_id(request),
+            width=result.width,
+            height=result.height,
+            boxes=[f.box for f in faces],
+            faces=faces,
+            **encoded,
+        )
 
 
 class FaceMaskSam2Args(BaseModel):
@@ -59,7 +71,8 @@ class FaceMaskSam2Args(BaseModel):
     sam2: dict[str, Any] = Field(
         default_factory=dict,
         description="SAM2 settings (serve_app/sam2_config.py field names) on top of the SAM2_* environment of "
-                    "the ingress replica; never the API key")
+        "the ingress replica; never the API key",
+    )
 
 
 def build(args: FaceMaskSam2Args) -> serve.Application:

@@ -17,7 +17,7 @@ from ray import exceptions as ray_exceptions
 from ray.serve import exceptions as serve_exceptions
 
 from serve_app import __version__, errors
-from serve_app.http import check_content_length, read_upload
+from serve_app.http import read_upload
 from serve_app.imaging import decode_image
 from serve_app.model_tier import MODEL_APP
 from serve_app.schemas import HealthResponse
@@ -27,9 +27,17 @@ from serve_app.spec import Params, form_model, from_form
 log = logging.getLogger("facegraph.ingress")
 T = TypeVar("T")
 READY_TIMEOUT_S = 5.0
+# A model replica that dies (killed, out of memory, its node lost) fails the calls it
+# holds; Serve's router re-routes only calls no replica has accepted yet. Model calls
+# are pure functions of their item, so such a call is sent again (to another replica,
+# or the one Serve starts in its place), at most this many times: a poison item can
+# take down no more than 1 + REPLICA_LOST_RETRIES replicas.
+REPLICA_LOST = (ray_exceptions.RayActorError, serve_exceptions.ReplicaUnavailableError)
+REPLICA_LOST_RETRIES = 2
+REPLICA_LOST_BACKOFF_S = 0.5
 
 # The error statuses a multipart mask endpoint documents (the shared error shape).
-MASK_ERRORS = {status: {} for status in (400, 413, 415, 422, 503, 504)}
+MASK_ERRORS = {status: {} for status in (400, 408, 413, 415, 422, 503, 504)}
 # The multipart image field every image endpoint shares.
 ImageUpload = Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP, TIFF or GIF (first frame)")]
 
@@ -37,9 +45,18 @@ ImageUpload = Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP, TIFF
 def upload_form(params: type[Params], outputs: tuple[str, ...], default: str):
     """An image endpoint's form fields as one annotated type: the pipeline's parameters
     (one model, serve_app/spec.py) plus `outputs`, which of `outputs` to encode."""
-    model = create_model(params.__name__ + "Form", __base__=form_model(params), outputs=(str, Field(
-        default, description=f"which to return, comma-separated: {', '.join(outputs)}; the others come back "
-                             "null and are not encoded")))
+    model = create_model(
+        params.__name__ + "Form",
+        __base__=form_model(params),
+        outputs=(
+            str,
+            Field(
+                default,
+                description=f"which to return, comma-separated: {', '.join(outputs)}; the others come back "
+                "null and are not encoded",
+            ),
+        ),
+    )
     return Annotated[model, Form()]
 
 
@@ -69,23 +86,31 @@ class ModelCalls:
             try:
                 self._handles[name] = await asyncio.to_thread(serve.get_deployment_handle, name, MODEL_APP)
             except Exception as exc:  # the model tier is not deployed (yet)
-                raise errors.not_ready(f"model {name} is not deployed in the {MODEL_APP!r} application: "
-                                       f"{type(exc).__name__}") from None
+                raise errors.not_ready(
+                    f"model {name} is not deployed in the {MODEL_APP!r} application: {type(exc).__name__}"
+                ) from None
         return self._handles[name]
 
     def call(self, key: str) -> Callable[[Any], Awaitable[Any]]:
         """A model as the awaitable the pipeline glue takes. If the awaiting task is
         cancelled (a request deadline, a failed sibling call), the Serve request is
-        cancelled too, so the model replica drops it instead of computing it for nobody."""
+        cancelled too, so the model replica drops it instead of computing it for nobody.
+        A call lost with its replica is sent again (REPLICA_LOST_RETRIES)."""
         name = self.models[key]
 
         async def call(item: Any) -> Any:
-            pending = (await self.handle(name)).remote(item)
-            try:
-                return await pending
-            except asyncio.CancelledError:
-                pending.cancel()
-                raise
+            for attempt in range(REPLICA_LOST_RETRIES + 1):
+                pending = (await self.handle(name)).remote(item)
+                try:
+                    return await pending
+                except asyncio.CancelledError:
+                    pending.cancel()
+                    raise
+                except REPLICA_LOST as exc:
+                    if attempt == REPLICA_LOST_RETRIES:
+                        raise
+                    log.warning("model %s: replica lost (%s); sending the call again", name, type(exc).__name__)
+                    await asyncio.sleep(REPLICA_LOST_BACKOFF_S * (attempt + 1))
 
         return call
 
@@ -95,6 +120,7 @@ class ModelCalls:
     async def describe(self) -> dict[str, dict | str]:
         """{model name: its describe() (weights, device) or the problem}, each within
         READY_TIMEOUT_S."""
+
         async def one(name: str):
             try:
                 handle = await self.handle(name)
@@ -110,8 +136,9 @@ class ModelCalls:
         return dict(zip(names, await asyncio.gather(*(one(n) for n in names))))
 
 
-def add_health_routes(app: FastAPI, calls: Callable[[], ModelCalls],
-                      services: Callable[[], dict[str, str]] = dict) -> None:
+def add_health_routes(
+    app: FastAPI, calls: Callable[[], ModelCalls], services: Callable[[], dict[str, str]] = dict
+) -> None:
     """GET /health (the app is up) and GET /ready (every model it calls answers; 503
     until then), the same two routes on every pipeline app. `services` adds the state
     of anything else the app calls (the SAM2 service) to both."""
@@ -126,25 +153,32 @@ def add_health_routes(app: FastAPI, calls: Callable[[], ModelCalls],
         described = await calls().describe()
         ok = all(isinstance(d, dict) for d in described.values())
         body = HealthResponse(
-            status="ok" if ok else "not_ready", version=__version__,
-            models={**{n: d["weights"] if isinstance(d, dict) else "unknown" for n, d in described.items()},
-                    **services()},
-            checks={n: "ok" if isinstance(d, dict) else d for n, d in described.items()})
+            status="ok" if ok else "not_ready",
+            version=__version__,
+            models={
+                **{n: d["weights"] if isinstance(d, dict) else "unknown" for n, d in described.items()},
+                **services(),
+            },
+            checks={n: "ok" if isinstance(d, dict) else d for n, d in described.items()},
+        )
         return body if ok else JSONResponse(body.model_dump(), status_code=503)
 
 
 async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.ApiError) -> T:
     """Await pipeline work under a deadline, mapping what can go wrong downstream:
-    over the deadline -> `timeout_error` (the work is cancelled); a model deployment
-    overloaded or not up -> 503; a model failing on an item -> 500 with the shape."""
+    over the deadline -> `timeout_error` (the work is cancelled); a model deployment's
+    queue full -> 503 overloaded with Retry-After (max_queued_requests in
+    serve_config.yaml: refused at once, not left to time out); a model deployment not
+    up -> 503 not_ready; a model failing on an item -> 500 with the shape."""
     try:
         return await asyncio.wait_for(work, timeout_s)
     except errors.ApiError:
         raise
     except TimeoutError:
         raise timeout_error from None
-    except (serve_exceptions.BackPressureError, serve_exceptions.DeploymentUnavailableError,
-            serve_exceptions.ReplicaUnavailableError, ray_exceptions.RayActorError) as exc:
+    except serve_exceptions.BackPressureError as exc:
+        raise errors.overloaded("the server is at capacity; retry later", exc.retry_after_s) from None
+    except (serve_exceptions.DeploymentUnavailableError, *REPLICA_LOST) as exc:
         raise errors.not_ready(f"a model deployment is not available: {type(exc).__name__}") from None
     except ray_exceptions.RayTaskError as exc:
         log.error("model call failed: %s", exc)
@@ -152,9 +186,9 @@ async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.Ap
 
 
 async def decoded_upload(request: Request, upload: UploadFile) -> np.ndarray:
-    """A multipart image upload -> uint8 RGB, under the byte and pixel limits; the
-    decode runs in a worker thread so the ingress keeps serving other requests."""
-    check_content_length(request)
+    """A multipart image upload -> uint8 RGB, under the byte and pixel limits (the body
+    itself was held to the upload limit as it arrived: serve_app/http.py RequestGuard);
+    the decode runs in a worker thread so the ingress keeps serving other requests."""
     data = await read_upload(upload)
     return await asyncio.to_thread(decode_image, data)
 
@@ -165,8 +199,13 @@ async def within_request_timeout(work: Awaitable[T], what: str) -> T:
     return await guarded(work, limit, errors.upstream_timeout(f"{what} took longer than {limit:g} s"))
 
 
-async def mask_request(request: Request, image: UploadFile, form: BaseModel, params: type[Params],
-                       pipeline: Callable[[np.ndarray, Params], Awaitable[T]]) -> tuple[T, dict[str, str | None]]:
+async def mask_request(
+    request: Request,
+    image: UploadFile,
+    form: BaseModel,
+    params: type[Params],
+    pipeline: Callable[[np.ndarray, Params], Awaitable[T]],
+) -> tuple[T, dict[str, str | None]]:
     """The multipart mask endpoints' common path: decode the upload under the limits,
     run the pipeline with the form's parameters under REQUEST_TIMEOUT (504 past it),
     then encode the images the client asked for off the event loop.

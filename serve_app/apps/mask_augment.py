@@ -33,25 +33,43 @@ ingress.add_health_routes(app, lambda: calls)
 
 def face_augmentation(index: int, fa, wanted: frozenset[str]) -> FaceAugmentationOut:
     # Encoded only when asked for: the form promises that what is not wanted is not encoded.
-    crops = ({style: data_uri(encode_jpeg(crop, CROP_QUALITY), "image/jpeg") for style, crop in fa.crops.items()}
-             if "crops" in wanted else {})
-    return FaceAugmentationOut(augmentation=index, mask_type=fa.mask_type, mask_color=fa.mask_color,
-                               texture=fa.texture, error=fa.error, crops=crops)
+    crops = (
+        {style: data_uri(encode_jpeg(crop, CROP_QUALITY), "image/jpeg") for style, crop in fa.crops.items()}
+        if "crops" in wanted
+        else {}
+    )
+    return FaceAugmentationOut(
+        augmentation=index,
+        mask_type=fa.mask_type,
+        mask_color=fa.mask_color,
+        texture=fa.texture,
+        error=fa.error,
+        crops=crops,
+    )
 
 
 def build_response(result: MaskAugmentResult, wanted: frozenset[str], rid: str) -> MaskAugmentResponse:
     faces = []
     for i, face in enumerate(result.faces):
         augmentations = [face_augmentation(a, aug.faces[i], wanted) for a, aug in enumerate(result.augmentations)]
-        faces.append(MaskAugmentFace(
-            face_index=i, box=display.box(face.box), score=display.score(face.score),
-            landmarks=display.points(face.five_points()), yaw=None if face.pose is None else round(face.pose.yaw, 1),
-            meshed=face.meshed, augmentations=augmentations))
-    images = [AugmentedImage(augmentation=a,
-                             masked_png_base64=b64(encode_png(aug.image)) if "masked" in wanted else None)
-              for a, aug in enumerate(result.augmentations)]
-    return MaskAugmentResponse(request_id=rid, width=result.width, height=result.height, seed=result.seed,
-                               faces=faces, augmentations=images)
+        faces.append(
+            MaskAugmentFace(
+                face_index=i,
+                box=display.box(face.box),
+                score=display.score(face.score),
+                landmarks=display.points(face.five_points()),
+                yaw=None if face.pose is None else round(face.pose.yaw, 1),
+                meshed=face.meshed,
+                augmentations=augmentations,
+            )
+        )
+    images = [
+        AugmentedImage(augmentation=a, masked_png_base64=b64(encode_png(aug.image)) if "masked" in wanted else None)
+        for a, aug in enumerate(result.augmentations)
+    ]
+    return MaskAugmentResponse(
+        request_id=rid, width=result.width, height=result.height, seed=result.seed, faces=faces, augmentations=images
+    )
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
@@ -61,15 +79,17 @@ class MaskAugmentIngress:
         self.models = calls.calls()
 
     @app.post("/", response_model=MaskAugmentResponse, responses=ingress.MASK_ERRORS)
-    async def mask_augment(self, request: Request, form: MaskAugmentForm,
-                           image: ingress.ImageUpload) -> MaskAugmentResponse:
+    async def mask_augment(
+        self, request: Request, form: MaskAugmentForm, image: ingress.ImageUpload
+    ) -> MaskAugmentResponse:
         wanted = ingress.parse_outputs(form.outputs, OUTPUTS)
         params = from_form(MaskAugmentParams, form)
         rid = request_id(request)
         seed = params.seed if params.seed is not None else seed_from(rid)
         rgb = await ingress.decoded_upload(request, image)
-        result = await ingress.within_request_timeout(mask_augment(rgb, params, seed, **self.models),
-                                                      "the mask augmentation")
+        result = await ingress.within_request_timeout(
+            mask_augment(rgb, params, seed, **self.models), "the mask augmentation"
+        )
         endpoint_metrics.faces(len(result.faces))
         return await asyncio.to_thread(build_response, result, wanted, rid)
 

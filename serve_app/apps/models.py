@@ -51,8 +51,9 @@ class ModelTier:
         apps = await asyncio.to_thread(application_statuses)
         models = dict(zip(self.models, described))
         ok = all("problem" not in d for d in described) and all(s == "RUNNING" for s in apps.values())
-        return RootHealthResponse(status="ok" if ok else "degraded", version=__version__, applications=apps,
-                                  models=models)
+        return RootHealthResponse(
+            status="ok" if ok else "degraded", version=__version__, applications=apps, models=models
+        )
 
 
 class ModelsArgs(BaseModel):

@@ -32,9 +32,17 @@ _bfm: dict[str, tuple] = {}  # per worker process: the morphable model, loaded o
 
 
 def options(args) -> dict:
-    from serve_app.model_tier import MORPHABLE_MODEL
+    from serve_app.assets import resolve_for_serving
+    from serve_app.model_tier import MORPHABLE_MODEL, MORPHABLE_MODEL_FILES
 
-    return {"morphable_model": MORPHABLE_MODEL}
+    # Its files resolved here, in the driver: a missing one stops the job with one line
+    # (serve_app/batch.py) instead of failing every input in the workers.
+    for asset in MORPHABLE_MODEL_FILES.values():
+        resolve_for_serving(asset)
+    # The asset actually used goes to the workers: a stand-in allowed here (by
+    # FACEGRAPH_ALLOW_STAND_INS in the driver's env) is the one they load, whatever theirs.
+    used, _ = resolve_for_serving(MORPHABLE_MODEL)
+    return {"morphable_model": used}
 
 
 async def process(path: Path, models: Models, opts: dict) -> dict:
@@ -45,8 +53,14 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
     image = await asyncio.to_thread(lambda: decode_image(path.read_bytes()))
     result = await anonymize(image, opts["params"], bfm, **models)
     outputs = await asyncio.to_thread(write_files, result, bfm, Path(opts["output"]), rel)
-    faces = [{"box": display.box(a.face.landmarks.box), "score": display.score(a.face.landmarks.score),
-              "pose": {k: round(getattr(a.face.pose, k), 1) for k in ("yaw", "pitch", "roll")}} for a in result.faces]
+    faces = [
+        {
+            "box": display.box(a.face.landmarks.box),
+            "score": display.score(a.face.landmarks.score),
+            "pose": {k: round(getattr(a.face.pose, k), 1) for k in ("yaw", "pitch", "roll")},
+        }
+        for a in result.faces
+    ]
     return {"faces": faces, "morphable_model": description, "outputs": outputs}
 
 
@@ -66,9 +80,12 @@ def write_files(result: AnonymizeResult, bfm, output: Path, rel: str) -> dict[st
     put("anonymized", f"anonymized/{rel}.png", encode_png(result.anonymized))
     for i, anon in enumerate(result.faces):
         face = anon.face
-        record = {"params": face.params.tolist(), "roi_box": face.roi_box.tolist(),
-                  "landmarks": display.points(face.landmarks.points),
-                  "pose": {k: getattr(face.pose, k) for k in ("yaw", "pitch", "roll")}}
+        record = {
+            "params": face.params.tolist(),
+            "roi_box": face.roi_box.tolist(),
+            "landmarks": display.points(face.landmarks.points),
+            "pose": {k: getattr(face.pose, k) for k in ("yaw", "pitch", "roll")},
+        }
         put(f"face3d{i}", f"face3d/{rel}/face{i}.json", json.dumps(record).encode())
         buffer = _npy(face.vertices)
         put(f"vertices{i}", f"face3d/{rel}/face{i}_vertices.npy", buffer)
@@ -89,7 +106,9 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 JOB = BatchJob(
-    name="anonymize", spec=SPEC,
+    name="anonymize",
+    spec=SPEC,
     help="3D face anonymisation (RetinaFace -> TDDFA -> morph to the mean face -> MeshRenderer)",
-    process=process, options=options,
+    process=process,
+    options=options,
 )

@@ -5,8 +5,10 @@ Per image (Ray Data actors, models batched across the images of a block):
 <rel>.face<i>.jpg, the 160x160 aligned headshot of each face, and a results.jsonl row
 holding every face's box, score, landmarks and embedding. After all rows are in
 (finalize, on the driver): de-duplication over every face of the dataset, in input
-order, and <output>/faces.parquet: one row per face with its cluster id, plus one
-error row per input that could not be read.
+order, with the endpoint's rules (faces of one input are never merged; faces under the
+quality floor are never merged; the threshold is the recogniser's calibrated one unless
+--similarity-threshold is given), and <output>/faces.parquet: one row per face with its
+cluster id and low_quality flag, plus one error row per input that could not be read.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from serve_app import display, spec
-from serve_app.batch import BatchJob, Models, output_path
+from serve_app.batch import BatchJob, Models, model_blocks, output_path, write_atomic
 from serve_app.dedup import deduplicate
 from serve_app.imaging import decode_image
-from serve_app.pipelines.face_extract import SPEC, faces_in_image
+from serve_app.pipelines.face_extract import SPEC, faces_in_image, meets_quality_floor
 
 PARQUET_FILE = "faces.parquet"
 
@@ -33,11 +35,18 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
     faces = await faces_in_image(image, 0, opts["params"], **models)
     output, rel = Path(opts["output"]), str(path.relative_to(opts["input"]))
     outputs = await asyncio.to_thread(write_headshots, faces, output, rel)
-    rows = [{
-        "face_id": face.face_id, "face_index": face.face_index, "bbox": display.box(face.bbox),
-        "score": display.score(face.score), "landmarks": display.points(face.landmarks),
-        "embedding": face.embedding.tolist(), "headshot": outputs[f"face{face.face_index}"],
-    } for face in faces]
+    rows = [
+        {
+            "face_id": face.face_id,
+            "face_index": face.face_index,
+            "bbox": display.box(face.bbox),
+            "score": display.score(face.score),
+            "landmarks": display.points(face.landmarks),
+            "embedding": face.embedding.tolist(),
+            "headshot": outputs[f"face{face.face_index}"],
+        }
+        for face in faces
+    ]
     return {"width": int(image.shape[1]), "height": int(image.shape[0]), "faces": rows, "outputs": outputs}
 
 
@@ -45,9 +54,38 @@ def write_headshots(faces, output: Path, rel: str) -> dict[str, str]:
     outputs = {}
     for face in faces:
         target = output_path(output, rel, f"face{face.face_index}.jpg")
-        target.write_bytes(face.headshot_jpeg)
+        write_atomic(target, face.headshot_jpeg)  # a killed job leaves no half-written JPEG
         outputs[f"face{face.face_index}"] = str(target.relative_to(output))
     return outputs
+
+
+def similarity_threshold(args: argparse.Namespace) -> tuple[float, str]:
+    """(threshold, where it came from): --similarity-threshold, else the calibrated value
+    of the recogniser weights this job's models use (assets/manifest.yaml)."""
+    from serve_app.model_tier import model_config, recogniser_threshold
+
+    given = spec.from_arguments(SPEC.params, args).similarity_threshold
+    if given is not None:
+        return given, "--similarity-threshold"
+    name = SPEC.models["embed"]
+    weights = model_config(name, model_blocks(args).get(name))[2]
+    threshold = recogniser_threshold(weights)
+    if threshold is None:
+        raise SystemExit(
+            f"error: the recogniser's weights {weights} have no calibrated similarity threshold in "
+            "assets/manifest.yaml; give --similarity-threshold"
+        )
+    return threshold, f"calibrated for {weights}"
+
+
+def check_options(args: argparse.Namespace) -> dict:
+    from serve_app.assets import AssetCorrupt, AssetMissing
+
+    try:
+        similarity_threshold(args)  # no threshold to use: stop before any work, not after it
+    except (AssetMissing, AssetCorrupt):
+        pass  # the weights themselves are unusable: building the models reports that
+    return {}
 
 
 def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
@@ -56,10 +94,17 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    threshold = spec.from_arguments(SPEC.params, args).similarity_threshold
-    faces = [(row["path"], face) for row in rows if not row.get("error") for face in row.get("faces", [])]
+    params = spec.from_arguments(SPEC.params, args)
+    threshold, source = similarity_threshold(args)
+    indexed = [(i, row) for i, row in enumerate(rows) if not row.get("error")]
+    faces = [(row["path"], face) for _, row in indexed for face in row.get("faces", [])]
+    # Cannot-link by input: faces of one photo are never one person.
+    groups = np.array([i for i, row in indexed for _ in row.get("faces", [])], int)
+    low_quality = np.array([not meets_quality_floor(f["bbox"], f["score"], params) for _, f in faces], bool)
     if faces:
-        dedup = deduplicate(np.array([f["embedding"] for _, f in faces], np.float32), threshold)
+        dedup = deduplicate(
+            np.array([f["embedding"] for _, f in faces], np.float32), threshold, groups=groups, eligible=~low_quality
+        )
         kept = dedup.kept
         cluster_of_leader = {int(k): c for c, k in enumerate(kept)}
         clusters = [cluster_of_leader[int(lead)] for lead in dedup.leader]
@@ -68,23 +113,50 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     records = []
     for i, (path, face) in enumerate(faces):
         lead = int(dedup.leader[i])
-        records.append({
-            "source_path": path, "error": None, "face_index": face["face_index"], "face_id": face["face_id"],
-            "bbox": face["bbox"], "score": face["score"], "landmarks": [v for p in face["landmarks"] for v in p],
-            "embedding": face["embedding"], "headshot_path": face["headshot"], "cluster_id": clusters[i],
-            "is_representative": lead == i, "representative_face_id": faces[lead][1]["face_id"],
-            "similarity_to_representative": float(dedup.similarity[i]),
-        })
+        records.append(
+            {
+                "source_path": path,
+                "error": None,
+                "face_index": face["face_index"],
+                "face_id": face["face_id"],
+                "bbox": face["bbox"],
+                "score": face["score"],
+                "landmarks": [v for p in face["landmarks"] for v in p],
+                "embedding": face["embedding"],
+                "headshot_path": face["headshot"],
+                "cluster_id": clusters[i],
+                "low_quality": bool(low_quality[i]),
+                "is_representative": lead == i,
+                "representative_face_id": faces[lead][1]["face_id"],
+                "similarity_to_representative": float(dedup.similarity[i]),
+            }
+        )
     # bbox and landmarks (x0, y0, ... x4, y4) as plain lists: pyarrow 20 cannot read back
     # nulls (the error rows) in fixed-size lists.
-    schema = pa.schema([
-        ("source_path", pa.string()), ("error", pa.string()), ("face_index", pa.int32()), ("face_id", pa.string()),
-        ("bbox", pa.list_(pa.float32())), ("score", pa.float32()),
-        ("landmarks", pa.list_(pa.float32())),
-        ("embedding", pa.list_(pa.float32())), ("headshot_path", pa.string()), ("cluster_id", pa.int32()),
-        ("is_representative", pa.bool_()), ("representative_face_id", pa.string()),
-        ("similarity_to_representative", pa.float32()),
-    ])
+    schema = pa.schema(
+        [
+            ("source_path", pa.string()),
+            ("error", pa.string()),
+            ("face_index", pa.int32()),
+            ("face_id", pa.string()),
+            ("bbox", pa.list_(pa.float32())),
+            ("score", pa.float32()),
+            ("landmarks", pa.list_(pa.float32())),
+            ("embedding", pa.list_(pa.float32())),
+            ("headshot_path", pa.string()),
+            ("cluster_id", pa.int32()),
+            ("low_quality", pa.bool_()),
+            ("is_representative", pa.bool_()),
+            ("representative_face_id", pa.string()),
+            ("similarity_to_representative", pa.float32()),
+        ],
+        metadata={
+            "similarity_threshold": str(threshold),
+            "similarity_threshold_source": source,
+            "quality_min_face_size": str(params.quality_min_face_size),
+            "quality_min_score": str(params.quality_min_score),
+        },
+    )
     blank = dict.fromkeys(schema.names)
     records += [{**blank, "source_path": row["path"], "error": row["error"]} for row in rows if row.get("error")]
     table = pa.Table.from_pylist(records, schema=schema)
@@ -92,12 +164,18 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     pq.write_table(table, tmp)
     os.replace(tmp, output / PARQUET_FILE)  # never a half-written file under the real name
     unique = len(set(clusters))
-    print(f"face-extract: {len(faces)} faces, {unique} unique people (threshold {threshold:g}), "
-          f"{sum(1 for r in rows if r.get('error'))} unreadable inputs -> {output / PARQUET_FILE}")
+    print(
+        f"face-extract: {len(faces)} faces, {unique} unique people ({int(low_quality.sum())} of them low quality, "
+        f"never merged; threshold {threshold:g}, {source}), "
+        f"{sum(1 for r in rows if r.get('error'))} unreadable inputs -> {output / PARQUET_FILE}"
+    )
 
 
 JOB = BatchJob(
-    name="face-extract", spec=SPEC,
+    name="face-extract",
+    spec=SPEC,
     help="faces, embeddings and headshots, de-duplicated across the dataset (RetinaFace -> ArcFace)",
-    process=process, finalize=finalize,
+    process=process,
+    options=check_options,
+    finalize=finalize,
 )

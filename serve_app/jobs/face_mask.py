@@ -28,7 +28,11 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
 
 
 JOB = BatchJob(
-    name="face-mask", aliases=("cartoon-mask",), spec=SPEC,
+    name="face-mask",
+    aliases=("cartoon-mask",),
+    spec=SPEC,
     help="cartoon face masks (LBPDetector -> SegFormerParser [-> CRF])",
-    process=process, add_arguments=add_output_arguments, options=options,
+    process=process,
+    add_arguments=add_output_arguments,
+    options=options,
 )

@@ -49,12 +49,14 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
     rel = str(path.relative_to(opts["input"]))
     outputs = await asyncio.to_thread(write_outputs, image, result.mask, opts["kinds"], Path(opts["output"]), rel)
     sources = [FaceMaskSource.of(f).model_dump() for f in result.faces]
-    return {"faces": len(sources), "boxes": [s["box"] for s in sources], "mask_sources": sources,
-            "outputs": outputs}
+    return {"faces": len(sources), "boxes": [s["box"] for s in sources], "mask_sources": sources, "outputs": outputs}
 
 
 JOB = BatchJob(
-    name="face-mask-sam2", spec=SPEC,
+    name="face-mask-sam2",
+    spec=SPEC,
     help="face masks from FaceMesh prompts to an external SAM2 service (polygon fallback)",
-    process=process, add_arguments=add_arguments, options=options,
+    process=process,
+    add_arguments=add_arguments,
+    options=options,
 )

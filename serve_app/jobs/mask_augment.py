@@ -23,14 +23,25 @@ from serve_app.pipelines.mask_augment import SPEC, MaskAugmentResult, mask_augme
 
 LOGS_FILE = "logs.csv"
 MISSED_FILE = "missed_images.txt"
-LOG_COLUMNS = ("image_path", "face_index", "augmentation", "mask_type", "mask_color", "crop_style", "output_path",
-               "error")
+LOG_COLUMNS = (
+    "image_path",
+    "face_index",
+    "augmentation",
+    "mask_type",
+    "mask_color",
+    "crop_style",
+    "output_path",
+    "error",
+)
 CROP_QUALITY = 95
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-crop", action="store_true", help="no crops: write the whole masked image instead "
-                   "(the same as --crop-style none)")
+    p.add_argument(
+        "--no-crop",
+        action="store_true",
+        help="no crops: write the whole masked image instead (the same as --crop-style none)",
+    )
 
 
 def options(args: argparse.Namespace) -> dict:
@@ -66,8 +77,13 @@ def write_files(result: MaskAugmentResult, params, output: Path, rel: str) -> tu
             whole = f"{rel}_a{a}_{'original' if params.no_mask else 'masked'}.png"
             write_atomic(output / whole, encode_png(aug.image))
         for i, fa in enumerate(aug.faces):
-            common = dict(face_index=i, augmentation=a, mask_type=fa.mask_type or "",
-                          mask_color=fa.mask_color or fa.texture or "", error=fa.error or "")
+            common = dict(
+                face_index=i,
+                augmentation=a,
+                mask_type=fa.mask_type or "",
+                mask_color=fa.mask_color or fa.texture or "",
+                error=fa.error or "",
+            )
             for style, crop in fa.crops.items():
                 name = f"{rel}_f{i}_a{a}_{style}.jpg"
                 write_atomic(output / name, encode_jpeg(crop, CROP_QUALITY))
@@ -98,7 +114,11 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
 
 
 JOB = BatchJob(
-    name="mask-augment", spec=SPEC,
+    name="mask-augment",
+    spec=SPEC,
     help="masks painted on every face and aligned crops (RetinaFace -> FaceMesh -> MaskTheFace templates)",
-    process=process, add_arguments=add_arguments, options=options, finalize=finalize,
+    process=process,
+    add_arguments=add_arguments,
+    options=options,
+    finalize=finalize,
 )

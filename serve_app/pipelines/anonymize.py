@@ -47,8 +47,9 @@ class AnonymizeParams(Params):
     max_num_faces: int = Field(20, ge=1, le=100, description="faces anonymised per image, best detector score first")
 
 
-SPEC = PipelineSpec("anonymize", AnonymizeParams,
-                    {"detect": "RetinaFace", "reconstruct": "TDDFA", "render": "MeshRenderer"})
+SPEC = PipelineSpec(
+    "anonymize", AnonymizeParams, {"detect": "RetinaFace", "reconstruct": "TDDFA", "render": "MeshRenderer"}
+)
 
 
 @dataclass(frozen=True)
@@ -69,31 +70,48 @@ class AnonymizeResult:
     anonymized: np.ndarray  # uint8 RGB: the photo with every face replaced
 
 
-async def anonymize(image: np.ndarray, params: AnonymizeParams, bfm: MorphableModel, detect: Model,
-                    reconstruct: Model, render: Model, frontal: bool = True) -> AnonymizeResult:
+async def anonymize(
+    image: np.ndarray,
+    params: AnonymizeParams,
+    bfm: MorphableModel,
+    detect: Model,
+    reconstruct: Model,
+    render: Model,
+    frontal: bool = True,
+) -> AnonymizeResult:
     height, width = image.shape[:2]
-    detections = [f for f in await detect_faces(image, detect)
-                  if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= MIN_FACE_SIDE][:params.max_num_faces]
+    detections = [
+        f for f in await detect_faces(image, detect) if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= MIN_FACE_SIDE
+    ][: params.max_num_faces]
     if not detections:
-        return AnonymizeResult(width, height, [], face3d.segment(image, np.ones((height, width), np.float32))[0],
-                               image)
+        return AnonymizeResult(width, height, [], face3d.segment(image, np.ones((height, width), np.float32))[0], image)
     crops, rois = await asyncio.to_thread(crops_for_boxes, image, [f.box for f in detections])
     all_params = await reconstruct(crops)  # one item: every face of the image, one batched forward
     faces = await asyncio.to_thread(
-        lambda: [face3d.reconstruct(bfm, p, r, d, (height, width)) for p, r, d in zip(all_params, rois, detections)])
-    cut = await asyncio.to_thread(face3d.cutout_alpha, (height, width), faces, params.remove_mouth,
-                                  params.margin_px, params.feather_px)
+        lambda: [face3d.reconstruct(bfm, p, r, d, (height, width)) for p, r, d in zip(all_params, rois, detections)]
+    )
+    cut = await asyncio.to_thread(
+        face3d.cutout_alpha, (height, width), faces, params.remove_mouth, params.margin_px, params.feather_px
+    )
     segmented, inpainted = await asyncio.to_thread(face3d.segment, image, cut)
     anonymised = await gather_or_cancel(
-        anonymise_face(face, bfm, inpainted, cut, params, render, frontal) for face in faces)
+        anonymise_face(face, bfm, inpainted, cut, params, render, frontal) for face in faces
+    )
     composite = image
     for _, (rgba, origin) in anonymised:
         composite = await asyncio.to_thread(face3d.blend, composite, rgba, origin, max(1.0, params.feather_px))
     return AnonymizeResult(width, height, [a[0] for a in anonymised], segmented, composite)
 
 
-async def anonymise_face(face: face3d.Face3D, bfm: MorphableModel, inpainted: np.ndarray, cut: np.ndarray,
-                         params: AnonymizeParams, render: Model, frontal: bool):
+async def anonymise_face(
+    face: face3d.Face3D,
+    bfm: MorphableModel,
+    inpainted: np.ndarray,
+    cut: np.ndarray,
+    params: AnonymizeParams,
+    render: Model,
+    frontal: bool,
+):
     """-> (AnonymizedFace, (composite RGBA over the face's region, its origin x, y))."""
     vertices, model_vertices = await asyncio.to_thread(face3d.morph, bfm, face, params.alpha, params.keep_pose)
     texture = await asyncio.to_thread(face3d.bake_texture, inpainted, face, bfm.uv, params.tex_size, cut)
@@ -101,15 +119,33 @@ async def anonymise_face(face: face3d.Face3D, bfm: MorphableModel, inpainted: np
     x0, y0, x1, y1 = region_of(vertices, width, height)
     rgb_texture = np.ascontiguousarray(texture[..., :3])
     common = dict(triangles=bfm.tri, uvs=bfm.uv, alpha_thresh=params.alpha_thresh)
-    calls = [render(RenderRequest(vertices=vertices - np.array([x0, y0, 0], np.float32), texture=rgb_texture,
-                                  camera="image", height=y1 - y0, width=x1 - x0, **common))]
+    calls = [
+        render(
+            RenderRequest(
+                vertices=vertices - np.array([x0, y0, 0], np.float32),
+                texture=rgb_texture,
+                camera="image",
+                height=y1 - y0,
+                width=x1 - x0,
+                **common,
+            )
+        )
+    ]
     if frontal:
-        front = dict(vertices=model_vertices, camera="frontal", img_size=params.img_size, margin=params.margin,
-                     bg_white=params.bg_white, **common)
+        front = dict(
+            vertices=model_vertices,
+            camera="frontal",
+            img_size=params.img_size,
+            margin=params.margin,
+            bg_white=params.bg_white,
+            **common,
+        )
         # The texture's alpha (the cut-out) rendered like a colour: where the seed's RGBA
         # render is transparent.
-        calls += [render(RenderRequest(texture=rgb_texture, **front)),
-                  render(RenderRequest(texture=np.repeat(texture[..., 3:], 3, axis=2), **front))]
+        calls += [
+            render(RenderRequest(texture=rgb_texture, **front)),
+            render(RenderRequest(texture=np.repeat(texture[..., 3:], 3, axis=2), **front)),
+        ]
     rendered = await gather_or_cancel(calls)
     placed = rendered[0].copy()
     # The photo's own eyes and mouth show through the cut-out.

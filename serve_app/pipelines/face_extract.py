@@ -1,5 +1,6 @@
 """Face extraction: per image, detect -> drop small faces -> align -> embed; then
-de-duplicate across all images of the request.
+de-duplicate across all images of the request (serve_app/dedup.py): faces of one image
+are never merged, and faces under the quality floor are returned but never merged.
 
 The detector gets the image shrunk to its letterbox size (never the full-resolution
 image: fewer bytes between deployments, same pixels the detector would have made);
@@ -37,10 +38,33 @@ HEADSHOT_QUALITY = 90
 
 
 class FaceExtractParams(Params):
-    similarity_threshold: float = Field(
-        0.4, ge=-1.0, le=1.0, description="cosine similarity at or above which two faces are the same person")
+    # None: the recogniser's own calibrated value (its manifest entry), resolved by the
+    # caller that knows which weights are served (the ingress, the batch job).
+    similarity_threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="cosine similarity at or above which two faces of different images are "
+        "the same person; unset: the recogniser's calibrated threshold",
+    )
     min_face_size: float = Field(
-        20.0, ge=0.0, le=10000.0, description="faces whose shorter box side is smaller (pixels) are dropped")
+        20.0, ge=0.0, le=10000.0, description="faces whose shorter box side is smaller (pixels) are dropped"
+    )
+    # The quality floor (scripts/calibrate_threshold.py): below it, a face copied into a
+    # mirrored photo is not reliably similar to itself, so it is no identity evidence.
+    quality_min_face_size: float = Field(
+        32.0,
+        ge=0.0,
+        le=10000.0,
+        description="faces whose shorter box side is smaller (pixels) are returned "
+        "but never merged with anyone (low_quality)",
+    )
+    quality_min_score: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="faces whose detector score is lower are returned but never merged with anyone (low_quality)",
+    )
 
 
 SPEC = PipelineSpec("face_extract", FaceExtractParams, {"detect": "RetinaFace", "embed": "ArcFace"})
@@ -69,8 +93,15 @@ class ImageFailure:
 class Extraction:
     faces: list[Face]  # every face that passed the filters, image order then detector order
     dedup: Dedup  # over `faces`
+    threshold: float  # the similarity threshold used (the request's or the recogniser's)
+    low_quality: np.ndarray  # [len(faces)] bool: under the quality floor, never merged
     failures: list[ImageFailure] = field(default_factory=list)
     images_processed: int = 0
+
+
+def meets_quality_floor(box, score: float, params: FaceExtractParams) -> bool:
+    """Whether a face counts as identity evidence: large and certain enough to merge."""
+    return min(box[2] - box[0], box[3] - box[1]) >= params.quality_min_face_size and score >= params.quality_min_score
 
 
 def _align(image: np.ndarray, faces: list[FaceLandmarks]) -> list[tuple[np.ndarray, bytes]]:
@@ -98,21 +129,41 @@ async def embed_faces(image_index: int, kept, crops, embed: Model) -> list[Face]
     # image, not per face; faces of concurrent images and requests still share batches.
     embeddings = await embed(np.stack([crop for crop, _ in crops]))
     return [
-        Face(uuid.uuid4().hex, image_index, i, box.astype(np.float32), lm.astype(np.float32), score,
-             np.asarray(emb, np.float32), jpeg)
+        Face(
+            uuid.uuid4().hex,
+            image_index,
+            i,
+            box.astype(np.float32),
+            lm.astype(np.float32),
+            score,
+            np.asarray(emb, np.float32),
+            jpeg,
+        )
         for i, ((box, lm, score), (_, jpeg), emb) in enumerate(zip(kept, crops, embeddings))
     ]
 
 
-async def faces_in_image(image: np.ndarray, image_index: int, params: FaceExtractParams,
-                         detect: Model, embed: Model) -> list[Face]:
+async def faces_in_image(
+    image: np.ndarray, image_index: int, params: FaceExtractParams, detect: Model, embed: Model
+) -> list[Face]:
     kept, crops = await detect_and_align(image, params, detect)
     return await embed_faces(image_index, kept, crops, embed)
 
 
-async def extract_faces(loaders: Sequence[ImageLoader], params: FaceExtractParams, detect: Model, embed: Model,
-                        max_concurrent_images: int = 8) -> Extraction:
-    """`max_concurrent_images` bounds the decoded full-size images held at once."""
+async def extract_faces(
+    loaders: Sequence[ImageLoader],
+    params: FaceExtractParams,
+    detect: Model,
+    embed: Model,
+    max_concurrent_images: int = 8,
+    default_threshold: float | None = None,
+) -> Extraction:
+    """`max_concurrent_images` bounds the decoded full-size images held at once.
+    `default_threshold`: the recogniser's calibrated threshold, used when
+    params.similarity_threshold is unset (one of the two must be given)."""
+    threshold = params.similarity_threshold if params.similarity_threshold is not None else default_threshold
+    if threshold is None:
+        raise ValueError("no similarity threshold: give params.similarity_threshold or the recogniser's default")
     gate = asyncio.Semaphore(max(1, max_concurrent_images))
 
     async def one(index: int, load: ImageLoader) -> list[Face] | ImageFailure:
@@ -130,5 +181,6 @@ async def extract_faces(loaders: Sequence[ImageLoader], params: FaceExtractParam
     faces = [f for r in results if not isinstance(r, ImageFailure) for f in r]
     failures = [r for r in results if isinstance(r, ImageFailure)]
     embeddings = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
-    dedup = deduplicate(embeddings, params.similarity_threshold)
-    return Extraction(faces, dedup, failures, len(results) - len(failures))
+    eligible = np.array([meets_quality_floor(f.bbox, f.score, params) for f in faces], bool)
+    dedup = deduplicate(embeddings, threshold, groups=np.array([f.image_index for f in faces], int), eligible=eligible)
+    return Extraction(faces, dedup, threshold, ~eligible, failures, len(results) - len(failures))

@@ -24,6 +24,11 @@ from serve_app.spec import Params, PipelineSpec
 # mouth, u_lip, l_lip. Hair (13) is added on request.
 FACE_LABELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 HAIR_LABEL = 13
+# Parser calls one request keeps in flight. One call per face, all at once, let a single
+# 8x8 anime grid (64 faces) fill the parser's queue (max_queued_requests) by itself and
+# be refused 503 overloaded; a whole batch (the parser's max_batch_size) at a time still
+# lets one request fill whole batches, and requests share them as before.
+PARSE_IN_FLIGHT = 8
 
 
 class FaceMaskParams(Params):
@@ -55,7 +60,13 @@ async def face_mask(image: np.ndarray, params: FaceMaskParams, detect: Model, pa
     faces = await detect(grey)
     boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
     rois = await asyncio.to_thread(face_rois, image, boxes, params)
-    probs = await gather_or_cancel(parse(ParseRequest(small, params.labels)) for _, small in rois)
+    gate = asyncio.Semaphore(PARSE_IN_FLIGHT)
+
+    async def parse_one(small: np.ndarray) -> np.ndarray:
+        async with gate:
+            return await parse(ParseRequest(small, params.labels))
+
+    probs = await gather_or_cancel(parse_one(small) for _, small in rois)
     if params.use_crf:
         # The CRF is CPU-heavy pure Python/C++: off the event loop, faces in parallel.
         probs = await gather_or_cancel(asyncio.to_thread(crf_refine, small, p) for (_, small), p in zip(rois, probs))

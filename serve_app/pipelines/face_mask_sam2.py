@@ -29,7 +29,9 @@ SAM2, POLYGON = "sam2", "polygon"
 
 
 class Segmenter(Protocol):
-    async def segment(self, image: np.ndarray, prompts: list[FacePrompt], multimask: bool = True) -> list[Sam2Outcome]: ...
+    async def segment(
+        self, image: np.ndarray, prompts: list[FacePrompt], multimask: bool = True
+    ) -> list[Sam2Outcome]: ...
 
 
 class FaceMaskSam2Params(Params):
@@ -59,8 +61,9 @@ class FaceMaskSam2Result:
     mask: np.ndarray  # uint8 HxW, 255 = face
 
 
-async def face_mask_sam2(image: np.ndarray, params: FaceMaskSam2Params, detect: Model, mesh: Model,
-                         sam2: Segmenter) -> FaceMaskSam2Result:
+async def face_mask_sam2(
+    image: np.ndarray, params: FaceMaskSam2Params, detect: Model, mesh: Model, sam2: Segmenter
+) -> FaceMaskSam2Result:
     height, width = image.shape[:2]
     faces = await locate_faces(image, detect, mesh, params.max_num_faces)
     prompts = [face_prompt(face_outline(f), width, height, params.expand, params.pos_points) for f in faces]
@@ -86,12 +89,14 @@ def face_outline(face: FaceLandmarks) -> np.ndarray:
         return face_oval(face)
     x1, y1, x2, y2 = (float(v) for v in face.box)
     angles = np.linspace(-np.pi / 2, 3 * np.pi / 2, len(OVAL_IDS), endpoint=False)  # from the top, like the oval
-    return np.stack([(x1 + x2) / 2 + (x2 - x1) / 2 * np.cos(angles),
-                     (y1 + y2) / 2 + (y2 - y1) / 2 * np.sin(angles)], axis=1).astype(np.float32)
+    return np.stack(
+        [(x1 + x2) / 2 + (x2 - x1) / 2 * np.cos(angles), (y1 + y2) / 2 + (y2 - y1) / 2 * np.sin(angles)], axis=1
+    ).astype(np.float32)
 
 
-def choose_mask(face: FaceLandmarks, prompt: FacePrompt, outcome: Sam2Outcome,
-                shape) -> tuple[np.ndarray, str, str | None]:
+def choose_mask(
+    face: FaceLandmarks, prompt: FacePrompt, outcome: Sam2Outcome, shape
+) -> tuple[np.ndarray, str, str | None]:
     """SAM2's mask kept inside the prompt box (a box prompt can still spill onto the
     body or background); the filled oval when SAM2 has no usable mask."""
     if outcome.mask is not None:

@@ -36,7 +36,9 @@ MESH_MAX_SIDE = 1920  # the whole-image fallback meshes a copy no larger than th
 def detector_input(image: np.ndarray, det_size: int = DET_SIZE) -> tuple[np.ndarray, float]:
     """(image for the detector, its scale relative to the original). Larger images are
     shrunk exactly as the detector's letterbox would (insightface's size rule, bilinear),
-    so its own resize becomes a no-op; smaller ones travel as they are."""
+    so its own resize becomes a no-op; smaller ones travel as they are, and the detector
+    runs them on the smallest square input that holds them (a 1x1 image costs a 32x32
+    forward, not a 640x640 one: deployments/retinaface.py input_side)."""
     height, width = image.shape[:2]
     if max(height, width) <= det_size:
         return image, 1.0
@@ -78,12 +80,14 @@ def place_mesh(face: FaceLandmarks, meshes: list[FaceLandmarks], origin) -> Face
     if best is None:
         return dataclasses.replace(face, meshed=False)
     points, pose = best
-    return FaceLandmarks(box=face.box, score=face.score, points=points, scheme=MESH_478, pose=pose,
-                         five=face.points[:, :2], meshed=True)
+    return FaceLandmarks(
+        box=face.box, score=face.score, points=points, scheme=MESH_478, pose=pose, five=face.points[:, :2], meshed=True
+    )
 
 
-async def locate_faces(image: np.ndarray, detect: Model, mesh: Model, max_faces: int = 20,
-                       det_size: int = DET_SIZE) -> list[FaceLandmarks]:
+async def locate_faces(
+    image: np.ndarray, detect: Model, mesh: Model, max_faces: int = 20, det_size: int = DET_SIZE
+) -> list[FaceLandmarks]:
     """Every face (at most `max_faces`, best detector score first) with its mesh."""
     faces = (await detect_faces(image, detect, det_size))[:max_faces]
     if not faces:

@@ -29,14 +29,23 @@ MAX_SEED = 2**32 - 1
 
 
 class MaskAugmentParams(Params):
-    mask_types: str = Field("all", description="comma-separated mask types to draw from, or all: "
-                            + ", ".join(MASK_TYPES))
+    mask_types: str = Field(
+        "all", description="comma-separated mask types to draw from, or all: " + ", ".join(MASK_TYPES)
+    )
     n_augmentations: int = Field(1, ge=1, le=16, description="augmented copies of each image")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="random seed (default: derived from the request "
-                             "id over HTTP, from the file's path in batch jobs); echoed back")
-    crop_style: CropStyle = Field("buffalo", description="crops to cut per face: buffalo (ArcFace-aligned), "
-                                  "original_cropping (grown detector box), scale_shift (aligned with random jitter), "
-                                  "all, or none")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="random seed (default: derived from the request "
+        "id over HTTP, from the file's path in batch jobs); echoed back",
+    )
+    crop_style: CropStyle = Field(
+        "buffalo",
+        description="crops to cut per face: buffalo (ArcFace-aligned), "
+        "original_cropping (grown detector box), scale_shift (aligned with random jitter), "
+        "all, or none",
+    )
     crop_size: int = Field(112, ge=32, le=512, description="side of every crop in pixels (the template scales with it)")
     no_mask: bool = Field(False, description="only cut crops of the original faces (no mask painted)")
     max_num_faces: int = Field(20, ge=1, le=100, description="faces per image, best detector score first")
@@ -106,8 +115,9 @@ def seed_from(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-async def mask_augment(image: np.ndarray, params: MaskAugmentParams, seed: int, detect: Model,
-                       mesh: Model) -> MaskAugmentResult:
+async def mask_augment(
+    image: np.ndarray, params: MaskAugmentParams, seed: int, detect: Model, mesh: Model
+) -> MaskAugmentResult:
     faces = await locate_faces(image, detect, mesh, params.max_num_faces)
     height, width = image.shape[:2]
     if not faces:
@@ -117,8 +127,9 @@ async def mask_augment(image: np.ndarray, params: MaskAugmentParams, seed: int, 
     return MaskAugmentResult(width, height, seed, faces, augmentations)
 
 
-def augment_all(image: np.ndarray, faces: list[FaceLandmarks], params: MaskAugmentParams,
-                seed: int) -> list[Augmentation]:
+def augment_all(
+    image: np.ndarray, faces: list[FaceLandmarks], params: MaskAugmentParams, seed: int
+) -> list[Augmentation]:
     library = None if params.no_mask else load_templates()
     textures = library.texture_names if library is not None else ()
     out = []
@@ -133,19 +144,23 @@ def augment_all(image: np.ndarray, faces: list[FaceLandmarks], params: MaskAugme
                     choice, error = (None, None, None), "no_mesh: the face was found but could not be meshed"
                 else:
                     try:
-                        canvas, _, _ = apply_mask(canvas, face, choice[0], color=choice[1], texture=choice[2],
-                                                  rng=rng, library=library)
+                        canvas, _, _ = apply_mask(
+                            canvas, face, choice[0], color=choice[1], texture=choice[2], rng=rng, library=library
+                        )
                     except ValueError as exc:  # a mesh the template cannot be fitted to
                         choice, error = (None, None, None), f"mask_failed: {exc}"
             per_face.append((choice, error))
-        faces_out = [FaceAugmentation(*choice, crops=cut_crops(canvas, face, params, rng), error=error)
-                     for face, (choice, error) in zip(faces, per_face)]
+        faces_out = [
+            FaceAugmentation(*choice, crops=cut_crops(canvas, face, params, rng), error=error)
+            for face, (choice, error) in zip(faces, per_face)
+        ]
         out.append(Augmentation(canvas, faces_out))
     return out
 
 
-def cut_crops(image: np.ndarray, face: FaceLandmarks, params: MaskAugmentParams,
-              rng: np.random.Generator) -> dict[str, np.ndarray]:
+def cut_crops(
+    image: np.ndarray, face: FaceLandmarks, params: MaskAugmentParams, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     crops = {}
     for style in params.styles:
         if style == "buffalo":
@@ -153,6 +168,7 @@ def cut_crops(image: np.ndarray, face: FaceLandmarks, params: MaskAugmentParams,
         elif style == "original_cropping":
             crops[style] = original_crop(image, face, size=params.crop_size)
         else:
-            crops[style], _ = scale_shift_crop(image, face, rng, (params.scale_min, params.scale_max),
-                                               params.shift_max, params.crop_size)
+            crops[style], _ = scale_shift_crop(
+                image, face, rng, (params.scale_min, params.scale_max), params.shift_max, params.crop_size
+            )
     return crops

@@ -79,14 +79,18 @@ def test_no_face_is_200_with_an_empty_mask_and_the_image_unchanged(client, url, 
 
 
 def test_crf_over_http(client, url, cartoon_dir):
-    resp = post(client, url, (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes(),
-                use_crf="true", include_hair="true")
+    resp = post(
+        client, url, (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes(), use_crf="true", include_hair="true"
+    )
     assert resp.status_code == 200 and len(resp.json()["boxes"]) == 5
 
 
 def test_client_request_id_is_echoed(client, url, cartoon_dir):
-    resp = client.post(url, files={"image": ("a.jpg", (cartoon_dir / "cartoonface_11008.jpg").read_bytes())},
-                       headers={"X-Request-ID": "client-42"})
+    resp = client.post(
+        url,
+        files={"image": ("a.jpg", (cartoon_dir / "cartoonface_11008.jpg").read_bytes())},
+        headers={"X-Request-ID": "client-42"},
+    )
     assert resp.headers["x-request-id"] == "client-42" and resp.json()["request_id"] == "client-42"
     bad = client.post(url, files={"image": ("a.txt", b"hello")}, headers={"X-Request-ID": "client-43"})
     assert assert_error(bad, 415)["request_id"] == "client-43"
@@ -116,8 +120,10 @@ def test_bad_input_is_a_4xx_with_the_error_shape(client, url, case):
 
 
 def test_missing_image_field_is_422(client, url):
-    body = assert_error(client.post(url, data={"threshold": "0.5"}), 422, "invalid_parameter")
+    # multipart/form-data without the image (a urlencoded form is the wrong content type: 415)
+    body = assert_error(client.post(url, files={"threshold": (None, "0.5")}), 422, "invalid_parameter")
     assert "image" in body["message"]
+    assert_error(client.post(url, data={"threshold": "0.5"}), 415, "unsupported_media_type")
 
 
 def test_still_serving_after_bad_inputs(client, url, cartoon_dir):
@@ -131,8 +137,10 @@ def test_still_serving_after_bad_inputs(client, url, cartoon_dir):
 def test_health_names_the_models_and_ready_the_weights_in_use(client, url):
     health = client.get(url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert health.json()["models"] == {"LBPDetector": "served by the models application",
-                                       "SegFormerParser": "served by the models application"}
+    assert health.json()["models"] == {
+        "LBPDetector": "served by the models application",
+        "SegFormerParser": "served by the models application",
+    }
     ready = client.get(url + "/ready")
     assert ready.status_code == 200, ready.text
     body = ready.json()
@@ -148,8 +156,9 @@ def test_concurrent_requests_are_batched(client, url, cartoon_dir, ray_cluster):
 
     # The model deployments are the session's shared ones: look only at the batches
     # these requests added.
-    handles = {name: serve.get_deployment_handle(name, app_name=MODEL_APP)
-               for name in ("LBPDetector", "SegFormerParser")}
+    handles = {
+        name: serve.get_deployment_handle(name, app_name=MODEL_APP) for name in ("LBPDetector", "SegFormerParser")
+    }
     before = {name: h.batch_stats.remote().result() for name, h in handles.items()}
     data = (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes()
     with ThreadPoolExecutor(12) as pool:
@@ -164,9 +173,15 @@ def test_concurrent_requests_are_batched(client, url, cartoon_dir, ray_cluster):
 def test_custom_metrics_reach_the_node_metrics_endpoint(client, url, cartoon_dir, ray_cluster):
     post(client, url, (cartoon_dir / "cartoonface_11008.jpg").read_bytes(), outputs="mask")
     # Other apps of the session export the same metric names: wait for this app's tags.
-    wanted = ("facegraph_model_batch_size", "facegraph_model_items_total", "facegraph_requests_total",
-              "facegraph_faces_found_total", 'model="SegFormerParser"', 'model="LBPDetector"',
-              'endpoint="face_mask"')
+    wanted = (
+        "facegraph_model_batch_size",
+        "facegraph_model_items_total",
+        "facegraph_requests_total",
+        "facegraph_faces_found_total",
+        'model="SegFormerParser"',
+        'model="LBPDetector"',
+        'endpoint="face_mask"',
+    )
     deadline, text = time.time() + 60, ""
     while time.time() < deadline:
         try:

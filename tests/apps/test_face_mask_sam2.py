@@ -39,8 +39,7 @@ def url(serve_url, model_tier, standin):
     from serve_app.apps.face_mask_sam2 import FaceMaskSam2Args, build
 
     # Breaker off: these tests fail SAM2 on purpose, then expect it to be called again.
-    args = FaceMaskSam2Args(sam2={"url": standin.url, "timeout_s": SAM2_TIMEOUT_S, "retries": 1,
-                                  "breaker_failures": 0})
+    args = FaceMaskSam2Args(sam2={"url": standin.url, "timeout_s": SAM2_TIMEOUT_S, "retries": 1, "breaker_failures": 0})
     serve.run(build(args), name=APP, route_prefix=ROUTE)
     yield f"{serve_url}{ROUTE}"
     serve.delete(APP)
@@ -132,12 +131,15 @@ def test_western_cartoon_face(url, cartoon_dir):
     assert [f["mask_source"] for f in r.json()["faces"]] == ["sam2"]
 
 
-@pytest.mark.parametrize("mode,reason", [
-    ("error500", "server_error"),
-    ("garbage", "invalid_response"),
-    ("wrong_json", "invalid_response"),
-    ("empty", "empty_mask"),
-])
+@pytest.mark.parametrize(
+    "mode,reason",
+    [
+        ("error500", "server_error"),
+        ("garbage", "invalid_response"),
+        ("wrong_json", "invalid_response"),
+        ("empty", "empty_mask"),
+    ],
+)
 def test_polygon_fallback_when_sam2_fails(url, photo, standin, mode, reason):
     standin.mode = mode
     r = post(url, photo(TWO_FACES))
@@ -207,16 +209,19 @@ def _jpeg() -> bytes:
     return buf.tobytes()
 
 
-@pytest.mark.parametrize("data,fields,status,code", [
-    (b"definitely not an image", {}, 415, "unsupported_format"),
-    (b"", {}, 400, "empty_image"),
-    (_jpeg()[:200], {}, 400, "corrupt_image"),
-    (_jpeg(), {"multimask": "perhaps"}, 422, "invalid_parameter"),
-    (_jpeg(), {"expand": "-0.5"}, 422, "invalid_parameter"),
-    (_jpeg(), {"expand": "wide"}, 422, "invalid_parameter"),
-    (_jpeg(), {"pos_points": "1000"}, 422, "invalid_parameter"),
-    (_jpeg(), {"outputs": "mask,thumbnail"}, 422, "invalid_parameter"),
-])
+@pytest.mark.parametrize(
+    "data,fields,status,code",
+    [
+        (b"definitely not an image", {}, 415, "unsupported_format"),
+        (b"", {}, 400, "empty_image"),
+        (_jpeg()[:200], {}, 400, "corrupt_image"),
+        (_jpeg(), {"multimask": "perhaps"}, 422, "invalid_parameter"),
+        (_jpeg(), {"expand": "-0.5"}, 422, "invalid_parameter"),
+        (_jpeg(), {"expand": "wide"}, 422, "invalid_parameter"),
+        (_jpeg(), {"pos_points": "1000"}, 422, "invalid_parameter"),
+        (_jpeg(), {"outputs": "mask,thumbnail"}, 422, "invalid_parameter"),
+    ],
+)
 def test_bad_input_is_a_4xx_in_the_error_shape(url, data, fields, status, code):
     r = post(url, data, **fields)
     assert r.status_code == status, r.text
@@ -225,7 +230,7 @@ def test_bad_input_is_a_4xx_in_the_error_shape(url, data, fields, status, code):
 
 
 def test_missing_image_and_oversize_bytes(url):
-    r = httpx.post(url, data={"expand": "0.1"}, timeout=30)
+    r = httpx.post(url, files={"expand": (None, "0.1")}, timeout=30)  # multipart, without the image
     assert r.status_code == 422 and r.json()["error"] == "invalid_parameter"
     r = post(url, b"\xff\xd8" + b"\0" * 3_100_000)  # over MAX_IMAGE_BYTES in conftest
     assert r.status_code == 413 and r.json()["error"] == "too_large"

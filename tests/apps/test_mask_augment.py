@@ -51,8 +51,9 @@ def photo(photos_dir):
 
 
 def post(client, url, data: bytes, name="image.jpg", headers=None, **form):
-    return client.post(url, files={"image": (name, data)}, data={k: str(v) for k, v in form.items()},
-                       headers=headers or {})
+    return client.post(
+        url, files={"image": (name, data)}, data={k: str(v) for k, v in form.items()}, headers=headers or {}
+    )
 
 
 def png(value: str) -> np.ndarray:
@@ -61,7 +62,7 @@ def png(value: str) -> np.ndarray:
 
 def jpeg_uri(value: str) -> np.ndarray:
     assert value.startswith(JPEG_URI)
-    img = Image.open(io.BytesIO(base64.b64decode(value[len(JPEG_URI):])))
+    img = Image.open(io.BytesIO(base64.b64decode(value[len(JPEG_URI) :])))
     assert img.format == "JPEG"
     return np.asarray(img)
 
@@ -69,8 +70,10 @@ def jpeg_uri(value: str) -> np.ndarray:
 def test_health_and_ready(client, url):
     health = client.get(url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert health.json()["models"] == {"RetinaFace": "served by the models application",
-                                       "FaceMesh": "served by the models application"}
+    assert health.json()["models"] == {
+        "RetinaFace": "served by the models application",
+        "FaceMesh": "served by the models application",
+    }
     ready = client.get(url + "/ready")
     assert ready.status_code == 200, ready.text
     body = ready.json()
@@ -109,7 +112,7 @@ def test_full_contract_on_a_group_photo(client, url, photo):
         # Every face's lower half is painted, in the full image.
         for face in body["faces"]:
             x1, y1, x2, y2 = (int(v) for v in face["box"])
-            lower = np.s_[(y1 + y2) // 2:y2, x1:x2]
+            lower = np.s_[(y1 + y2) // 2 : y2, x1:x2]
             assert (image[lower] != original[lower]).any()
     assert not np.array_equal(masked[0], masked[1])
 
@@ -168,17 +171,20 @@ def test_no_face_is_200_with_empty_lists(client, url, photo, source):
     assert body["faces"] == [] and body["augmentations"] == [] and body["seed"] == 5
 
 
-@pytest.mark.parametrize("fields", [
-    {"n_augmentations": 0},
-    {"n_augmentations": 17},
-    {"n_augmentations": "many"},
-    {"mask_types": "balaclava"},
-    {"mask_types": "surgical,snorkel"},
-    {"crop_style": "tight"},
-    {"scale_min": 1.2, "scale_max": 1.0},
-    {"seed": -1},
-    {"outputs": "masked,thumbnail"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n_augmentations": 0},
+        {"n_augmentations": 17},
+        {"n_augmentations": "many"},
+        {"mask_types": "balaclava"},
+        {"mask_types": "surgical,snorkel"},
+        {"crop_style": "tight"},
+        {"scale_min": 1.2, "scale_max": 1.0},
+        {"seed": -1},
+        {"outputs": "masked,thumbnail"},
+    ],
+)
 def test_bad_parameters_are_422(client, url, fields):
     resp = post(client, url, encode(gradient_rgb(), "PNG"), **fields)
     body = assert_error(resp, 422, "invalid_parameter")

@@ -27,8 +27,11 @@ def _apps() -> dict[str, tuple[str, str, set[str]]]:
 
     return {
         face_mask.SPEC.name: ("/v1/face-mask", "FaceMaskIngress", set(face_mask.SPEC.models.values())),
-        face_mask_sam2.SPEC.name: ("/v1/face-mask-sam2", "FaceMaskSam2Ingress",
-                                   set(face_mask_sam2.SPEC.models.values())),
+        face_mask_sam2.SPEC.name: (
+            "/v1/face-mask-sam2",
+            "FaceMaskSam2Ingress",
+            set(face_mask_sam2.SPEC.models.values()),
+        ),
         face_extract.SPEC.name: ("/", "FaceExtractIngress", set(face_extract.SPEC.models.values())),
     }
 
@@ -47,8 +50,9 @@ def apps(serve_url, model_tier):
     builds = {
         "face_mask": face_mask.build(face_mask.FaceMaskArgs()),
         "face_mask_sam2": face_mask_sam2.build(face_mask_sam2.FaceMaskSam2Args(sam2={"url": ""})),
-        "face_extract": face_extract.build(face_extract.FaceExtractArgs(max_concurrent_images=8,
-                                                                        request_timeout_s=None)),
+        "face_extract": face_extract.build(
+            face_extract.FaceExtractArgs(max_concurrent_images=8, request_timeout_s=None)
+        ),
     }
     for name, app in builds.items():
         serve.run(app, name=name, route_prefix=APPS[name][0])
@@ -81,13 +85,23 @@ def test_healthz_lists_every_application_and_every_model(client, apps, model_tie
     assert body["status"] == "ok" and body["version"] and body["timestamp"].endswith("+00:00")
     assert body["applications"] == {MODEL_APP: "RUNNING", **{name: "RUNNING" for name in APPS}}
     assert set(body["models"]) == {*WEIGHTS, "FaceMesh", "MeshRenderer"}
+    # `runtime`: what each model really runs on (the torch device; the ONNX Runtime
+    # provider actually in use), beside where Ray placed it.
+    runtimes = {
+        "SegFormerParser": "cpu",
+        "TDDFA": "cpu",
+        "RetinaFace": "CPUExecutionProvider",
+        "ArcFace": "CPUExecutionProvider",
+    }
     for name, weights in WEIGHTS.items():
-        assert body["models"][name] == {"weights": weights, "device": "cpu"}, (name, body["models"][name])
+        want = {"weights": weights, "device": "cpu", **({"runtime": runtimes[name]} if name in runtimes else {})}
+        assert body["models"][name] == want, (name, body["models"][name])
     mesh = body["models"]["FaceMesh"]
     assert set(mesh) == {"weights", "device"} and mesh["device"] == "cpu"
     assert mesh["weights"].startswith("mediapipe ") and "face_mesh" in mesh["weights"]
     renderer = body["models"]["MeshRenderer"]
-    assert renderer["device"] == "cpu" and renderer["backend"] in ("pytorch3d", "torch"), renderer
+    assert renderer["device"] == renderer["runtime"] == "cpu", renderer
+    assert renderer["backend"] in ("pytorch3d", "torch"), renderer
 
 
 def test_each_model_is_one_deployment_shared_by_the_apps(client, apps, photos_dir):
@@ -100,8 +114,9 @@ def test_each_model_is_one_deployment_shared_by_the_apps(client, apps, photos_di
     masked = client.post(apps["face_mask_sam2"], files={"image": ("rob.jpg", photo)}, data={"outputs": "mask"})
     assert masked.status_code == 200, masked.text
     assert [(f["mask_source"], f["fallback_reason"]) for f in masked.json()["faces"]] == [("polygon", "not_configured")]
-    extracted = client.post(apps["face_extract"] + "/extract-faces",
-                            json={"images": [{"image_base64": base64.b64encode(photo).decode()}]})
+    extracted = client.post(
+        apps["face_extract"] + "/extract-faces", json={"images": [{"image_base64": base64.b64encode(photo).decode()}]}
+    )
     assert extracted.status_code == 200, extracted.text
     assert extracted.json()["unique_faces"] == 1
     # The calls ran on the model tier's deployments...

@@ -1,7 +1,10 @@
 """The face-extract batch job on Ray Data: headshots beside the mirrored tree, one
 Parquet row per face with dataset-wide clusters (the same person in two blocks is one
-cluster), an error row per unreadable input, and a resumed run that skips done work."""
+cluster, two faces of one photo never are), an error row per unreadable input, and a
+resumed run that skips done work. The dataset-wide de-duplication (finalize) on its own:
+cannot-link by input, the quality floor and the recogniser's threshold."""
 
+import argparse
 import json
 import shutil
 
@@ -11,6 +14,8 @@ import pytest
 from PIL import Image
 
 from serve_app.batch import main
+from serve_app.jobs.face_extract import check_options, finalize
+from serve_app.settings import REPO_ROOT
 
 pytestmark = pytest.mark.graph
 
@@ -33,9 +38,23 @@ def tree(tmp_path, photos_dir):
 
 def run(src, out):
     # Blocks of 2 images: both Rob Lowe photos land in different blocks (and actors' batches).
-    return main(["face-extract", "--input", str(src), "--output", str(out),
-                 "--asset", "RetinaFace=retinaface-det-500m", "--asset", "ArcFace=arcface-mobilefacenet-128d",
-                 "--batch-size", "2", "--cpus-per-worker", "0.5"])
+    return main(
+        [
+            "face-extract",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--asset",
+            "RetinaFace=retinaface-det-500m",
+            "--asset",
+            "ArcFace=arcface-mobilefacenet-128d",
+            "--batch-size",
+            "2",
+            "--cpus-per-worker",
+            "0.5",
+        ]
+    )
 
 
 def test_faces_headshots_parquet_and_dataset_wide_clusters(tree, tmp_path, ray_cluster, capsys):
@@ -67,7 +86,13 @@ def test_faces_headshots_parquet_and_dataset_wide_clusters(tree, tmp_path, ray_c
     assert nathalie["cluster_id"] != rob1["cluster_id"] and nathalie["is_representative"]
     clusters = sorted({f["cluster_id"] for f in faces})
     assert clusters == list(range(len(clusters)))  # numbered in order of first appearance
-    assert "9 faces" in capsys.readouterr().out
+    assert len({f["cluster_id"] for f in faces if f["source_path"] == "a/t1.jpg"}) == 6  # one photo: 6 people
+    assert not any(f["low_quality"] for f in faces)
+    meta = pq.read_schema(out / "faces.parquet").metadata
+    assert meta[b"similarity_threshold"] == b"0.5"  # the recogniser's calibrated threshold
+    assert meta[b"similarity_threshold_source"] == b"calibrated for arcface-mobilefacenet-128d"
+    printed = capsys.readouterr().out
+    assert "9 faces" in printed and "threshold 0.5" in printed
 
 
 def test_rerun_skips_done_inputs_and_keeps_the_clusters(tree, tmp_path, ray_cluster, capsys):
@@ -80,3 +105,76 @@ def test_rerun_skips_done_inputs_and_keeps_the_clusters(tree, tmp_path, ray_clus
     second = pq.read_table(out / "faces.parquet").to_pylist()
     key = lambda rows: [(r["source_path"], r["face_id"], r["cluster_id"]) for r in rows]
     assert key(second) == key(first)
+
+
+def job_args(recogniser="arcface-mobilefacenet-128d", **params):
+    """The options finalize reads, as the job's parser leaves them."""
+    fields = {
+        name: None for name in ("similarity_threshold", "min_face_size", "quality_min_face_size", "quality_min_score")
+    }
+    return argparse.Namespace(
+        serve_config=str(REPO_ROOT / "serve_config.yaml"), asset=[f"ArcFace={recogniser}"], **{**fields, **params}
+    )
+
+
+def face(photo, index, angle, size=100.0, score=0.9):
+    r = np.radians(angle)
+    return {
+        "face_id": f"{photo}{index}",
+        "face_index": index,
+        "bbox": [0.0, 0.0, size, size],
+        "score": score,
+        "landmarks": [[0.0, 0.0]] * 5,
+        "embedding": [float(np.cos(r)), float(np.sin(r))] + [0.0] * 126,
+        "headshot": f"{photo}{index}.jpg",
+    }
+
+
+def test_finalize_never_merges_one_photo_and_keeps_low_quality_faces_apart(tmp_path, capsys):
+    rows = [
+        # Two people who look alike (cos 0.98) in one photo, and a tiny face.
+        {"path": "group.jpg", "error": None, "faces": [face("g", 0, 0), face("g", 1, 10), face("g", 2, 80, size=24)]},
+        {"path": "broken.jpg", "error": "corrupt_image: truncated"},
+        # The same three in a second photo, plus an uncertain detection.
+        {
+            "path": "again.jpg",
+            "error": None,
+            "faces": [face("a", 0, 9), face("a", 1, 1), face("a", 2, 80, size=24), face("a", 3, 80, score=0.55)],
+        },
+    ]
+    finalize(rows, tmp_path, job_args())
+    table = pq.read_table(tmp_path / "faces.parquet").to_pylist()
+    faces = {r["face_id"]: r for r in table if r["error"] is None}
+    assert len({faces[k]["cluster_id"] for k in ("g0", "g1", "g2")}) == 3  # one photo: three people
+    # Each face of the second photo joins its most similar person of the first, one each.
+    assert (faces["a0"]["representative_face_id"], faces["a1"]["representative_face_id"]) == ("g1", "g0")
+    assert faces["a0"]["similarity_to_representative"] > 0.99
+    # Under the floor (24 px; score 0.55): flagged, each its own person, though identical.
+    low = [k for k, r in faces.items() if r["low_quality"]]
+    assert sorted(low) == ["a2", "a3", "g2"] and all(faces[k]["is_representative"] for k in low)
+    assert len({faces[k]["cluster_id"] for k in low}) == 3
+    assert [r["source_path"] for r in table if r["error"]] == ["broken.jpg"]
+    meta = pq.read_schema(tmp_path / "faces.parquet").metadata
+    assert (meta[b"similarity_threshold"], meta[b"quality_min_face_size"], meta[b"quality_min_score"]) == (
+        b"0.5",
+        b"32.0",
+        b"0.6",
+    )
+    assert "7 faces, 5 unique people (3 of them low quality" in capsys.readouterr().out
+
+
+def test_the_threshold_option_overrides_and_weights_without_one_stop_the_job(tmp_path):
+    rows = [
+        {"path": "a.jpg", "error": None, "faces": [face("a", 0, 0)]},
+        {"path": "b.jpg", "error": None, "faces": [face("b", 0, 30)]},
+    ]  # cos 0.87
+    finalize(rows, tmp_path, job_args(similarity_threshold=0.9))
+    table = pq.read_table(tmp_path / "faces.parquet")
+    assert table.column("is_representative").to_pylist() == [True, True]
+    assert table.schema.metadata[b"similarity_threshold_source"] == b"--similarity-threshold"
+    finalize(rows, tmp_path, job_args())
+    assert pq.read_table(tmp_path / "faces.parquet").column("cluster_id").to_pylist() == [0, 0]
+    # Weights the manifest holds no threshold for: the job stops before any work.
+    with pytest.raises(SystemExit, match="no calibrated similarity threshold"):
+        check_options(job_args(recogniser="retinaface-det-500m"))
+    assert check_options(job_args(recogniser="retinaface-det-500m", similarity_threshold=0.6)) == {}

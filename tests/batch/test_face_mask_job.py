@@ -29,9 +29,22 @@ def tree(tmp_path, cartoon_dir, photos_dir):
 
 def run(src, out, *extra):
     # The models as serve_config.yaml configures them, with the test parser's weights.
-    return main(["face-mask", "--input", str(src), "--output", str(out),
-                 "--asset", "SegFormerParser=segformer-parser-tiny",
-                 "--batch-size", "4", "--cpus-per-worker", "0.5", *extra])
+    return main(
+        [
+            "face-mask",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--asset",
+            "SegFormerParser=segformer-parser-tiny",
+            "--batch-size",
+            "4",
+            "--cpus-per-worker",
+            "0.5",
+            *extra,
+        ]
+    )
 
 
 def rows_of(out):
@@ -49,8 +62,11 @@ def test_every_input_is_a_row_and_outputs_mirror_the_tree(tree, tmp_path, ray_cl
     assert rows["nested/corrupt.jpg"]["error"].startswith("corrupt_image")
     assert rows["notes.txt"]["error"].startswith("unsupported_format")
     outputs = rows["nested/one.jpg"]["outputs"]
-    assert outputs == {"mask": "nested/one.jpg.mask.png", "rgba": "nested/one.jpg.rgba.png",
-                       "overlay": "nested/one.jpg.overlay.png"}
+    assert outputs == {
+        "mask": "nested/one.jpg.mask.png",
+        "rgba": "nested/one.jpg.rgba.png",
+        "overlay": "nested/one.jpg.overlay.png",
+    }
     mask = np.asarray(Image.open(out / outputs["mask"]))
     assert mask.shape == (112, 66) and mask.max() == 255
     assert np.asarray(Image.open(out / rows["nested/deeper/dogs.jpg"]["outputs"]["mask"])).max() == 0

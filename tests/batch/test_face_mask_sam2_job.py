@@ -30,9 +30,23 @@ def folder(tmp_path_factory, photos_dir):
 
 def run(folder, out, url, *extra) -> dict[str, dict]:
     # The models as serve_config.yaml configures them, with the test detector's weights.
-    argv = ["face-mask-sam2", "--input", str(folder), "--output", str(out), "--sam2-url", url,
-            "--asset", "RetinaFace=retinaface-det-500m",
-            "--cpus-per-worker", "0.5", "--batch-size", "4", "--overlay", *extra]
+    argv = [
+        "face-mask-sam2",
+        "--input",
+        str(folder),
+        "--output",
+        str(out),
+        "--sam2-url",
+        url,
+        "--asset",
+        "RetinaFace=retinaface-det-500m",
+        "--cpus-per-worker",
+        "0.5",
+        "--batch-size",
+        "4",
+        "--overlay",
+        *extra,
+    ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     return {r["path"]: r for r in rows}

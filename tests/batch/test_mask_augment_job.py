@@ -22,8 +22,16 @@ from tests.images import gradient_rgb
 
 pytestmark = pytest.mark.graph
 
-LOG_COLUMNS = ["image_path", "face_index", "augmentation", "mask_type", "mask_color", "crop_style", "output_path",
-               "error"]
+LOG_COLUMNS = [
+    "image_path",
+    "face_index",
+    "augmentation",
+    "mask_type",
+    "mask_color",
+    "crop_style",
+    "output_path",
+    "error",
+]
 BOOKKEEPING = {"results.jsonl", "logs.csv", "missed_images.txt"}
 STYLES = ("buffalo", "original_cropping", "scale_shift")
 ONE_FACE = "lfw_Rob_Lowe_0001.jpg"  # 250 x 250
@@ -31,8 +39,20 @@ ONE_FACE = "lfw_Rob_Lowe_0001.jpg"  # 250 x 250
 
 def run(src, out, *extra) -> dict[str, dict]:
     # The models as serve_config.yaml configures them, with the test detector's weights.
-    argv = ["mask-augment", "--input", str(src), "--output", str(out), "--asset", "RetinaFace=retinaface-det-500m",
-            "--cpus-per-worker", "0.5", "--batch-size", "4", *extra]
+    argv = [
+        "mask-augment",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--asset",
+        "RetinaFace=retinaface-det-500m",
+        "--cpus-per-worker",
+        "0.5",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
     assert main(argv) == 0
     return {r["path"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
 
@@ -46,8 +66,11 @@ def logs_of(out) -> list[dict]:
 
 def written(out) -> set[str]:
     """Every output file under `out` (relative paths), bookkeeping and temporaries aside."""
-    return {str(p.relative_to(out)) for p in out.rglob("*")
-            if p.is_file() and p.name not in BOOKKEEPING and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.is_file() and p.name not in BOOKKEEPING and not p.name.startswith(".")
+    }
 
 
 def mtimes(out) -> dict[str, int]:
@@ -122,7 +145,8 @@ def test_command_line_combinations_on_a_single_file(ray_cluster, solo, tmp_path,
         assert (masked != original).any(axis=2).sum() > 1000
     if combination == "two augmentations, all styles":
         assert sorted((line["augmentation"], line["crop_style"]) for line in logs) == sorted(
-            (str(a), s) for a in range(2) for s in STYLES)
+            (str(a), s) for a in range(2) for s in STYLES
+        )
     if combination == "two mask types":
         assert {line["mask_type"] for line in logs} <= {"surgical", "cloth"} and len(logs) == 4
     # The image's seed: from --seed and its path, else from its path alone.
@@ -132,8 +156,9 @@ def test_command_line_combinations_on_a_single_file(ray_cluster, solo, tmp_path,
     if combination in ("default", "seed"):
         # The first face's mask is the first draw of the generator (seed, 0).
         library = load_templates()
-        mask_type, color, texture = draw_augmentation(np.random.default_rng([row["seed"], 0]), MASK_TYPES,
-                                                      library.texture_names)
+        mask_type, color, texture = draw_augmentation(
+            np.random.default_rng([row["seed"], 0]), MASK_TYPES, library.texture_names
+        )
         assert (logs[0]["mask_type"], logs[0]["mask_color"]) == (mask_type, color or texture)
 
 
@@ -161,16 +186,23 @@ def folder(tmp_path, photos_dir):
 def test_folder_mirrored_errors_missed_and_a_resumable_rerun(ray_cluster, folder, tmp_path, photos_dir, capsys):
     out = tmp_path / "out"
     rows = run(folder, out)
-    assert list(rows) == ["nested/broken.jpg", "nested/deeper/two.jpg", "nested/gradient.png", "nested/none.jpg",
-                          "one.jpg"]
+    assert list(rows) == [
+        "nested/broken.jpg",
+        "nested/deeper/two.jpg",
+        "nested/gradient.png",
+        "nested/none.jpg",
+        "one.jpg",
+    ]
     assert rows["nested/broken.jpg"]["error"].startswith("corrupt_image")
     assert rows["nested/none.jpg"]["faces"] == rows["nested/gradient.png"]["faces"] == 0
     assert rows["nested/none.jpg"]["outputs"] == {} and rows["nested/none.jpg"]["error"] is None
     two = rows["nested/deeper/two.jpg"]
     assert two["faces"] == 2 and two["seed"] == seed_from("nested/deeper/two.jpg")
     # Mirrored, numbered per face: nothing overwrites anything.
-    assert set(two["outputs"].values()) == {"nested/deeper/two.jpg_f0_a0_buffalo.jpg",
-                                            "nested/deeper/two.jpg_f1_a0_buffalo.jpg"}
+    assert set(two["outputs"].values()) == {
+        "nested/deeper/two.jpg_f0_a0_buffalo.jpg",
+        "nested/deeper/two.jpg_f1_a0_buffalo.jpg",
+    }
     assert written(out) == {"one.jpg_f0_a0_buffalo.jpg", *two["outputs"].values()}
     assert (out / "missed_images.txt").read_text() == "nested/gradient.png\nnested/none.jpg\n"
     logs = logs_of(out)
@@ -188,7 +220,8 @@ def test_folder_mirrored_errors_missed_and_a_resumable_rerun(ray_cluster, folder
     again = run(folder, out)
     assert "5 inputs, 4 already done, 1 to run" in capsys.readouterr().out
     assert {p: r for p, r in again.items() if p != "nested/broken.jpg"} == {
-        p: r for p, r in rows.items() if p != "nested/broken.jpg"}
+        p: r for p, r in rows.items() if p != "nested/broken.jpg"
+    }
     lines_after = (out / "results.jsonl").read_text().splitlines()
     assert [x for x in lines_after if "broken" not in x] == [x for x in lines_before if "broken" not in x]
     fixed = again["nested/broken.jpg"]

@@ -33,8 +33,14 @@ def faces(asset, photos_dir):
     """(RGB image, landmarks [5,2]) for every face the detector finds on a few photos."""
     detector = RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))
     out = []
-    for name in ("insightface_t1.jpg", "3ddfa_trump_hillary.jpg", "facedet1mb_nine_kids.jpg",
-                 "lfw_Rob_Lowe_0001.jpg", "lfw_Rob_Lowe_0002.jpg", "lfw_Nathalie_Baye_0002.jpg"):
+    for name in (
+        "insightface_t1.jpg",
+        "3ddfa_trump_hillary.jpg",
+        "facedet1mb_nine_kids.jpg",
+        "lfw_Rob_Lowe_0001.jpg",
+        "lfw_Rob_Lowe_0002.jpg",
+        "lfw_Nathalie_Baye_0002.jpg",
+    ):
         image = decode_image((photos_dir / name).read_bytes())
         (found,) = detector.predict([image])
         out.extend((image, face.points) for face in found)

@@ -44,11 +44,14 @@ def mediapipe_direct(image: np.ndarray, max_num_faces: int = 5) -> list[np.ndarr
     from mediapipe.python.solutions import face_mesh
 
     h, w = image.shape[:2]
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_num_faces, refine_landmarks=True,
-                            min_detection_confidence=0.5) as mesh:
+    with face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=max_num_faces, refine_landmarks=True, min_detection_confidence=0.5
+    ) as mesh:
         result = mesh.process(image)
-    return [np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32)
-            for f in (result.multi_face_landmarks or [])]
+    return [
+        np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32)
+        for f in (result.multi_face_landmarks or [])
+    ]
 
 
 def is_simple_polygon(poly: np.ndarray) -> bool:
@@ -89,8 +92,15 @@ def test_no_face_images(model, load, name):
     assert model.predict([load(name)])[0] == []
 
 
-@pytest.mark.parametrize("name", ["insightface_t1.jpg", "3ddfa_trump_hillary.jpg", "lfw_Rob_Lowe_0001.jpg",
-                                  "insightface_Tom_Hanks_54745_aligned112.png"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "insightface_t1.jpg",
+        "3ddfa_trump_hillary.jpg",
+        "lfw_Rob_Lowe_0001.jpg",
+        "insightface_Tom_Hanks_54745_aligned112.png",
+    ],
+)
 def test_landmarks_and_oval_are_inside_the_image(model, load, name):
     image = load(name)
     h, w = image.shape[:2]
@@ -131,8 +141,15 @@ def test_first_pass_faces_come_first_and_unchanged(model, load):
         np.testing.assert_allclose(face.points[:, :2], np.clip(ref[:, :2], 0, None), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["insightface_t1.jpg", "3ddfa_trump_hillary.jpg", "facedet1mb_nine_kids.jpg",
-                                  "ultralight_audience_profiles_24.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "insightface_t1.jpg",
+        "3ddfa_trump_hillary.jpg",
+        "facedet1mb_nine_kids.jpg",
+        "ultralight_audience_profiles_24.jpg",
+    ],
+)
 def test_ordered_oval_is_a_simple_polygon(model, load, name):
     faces = model.predict([load(name)])[0]
     assert faces
@@ -215,8 +232,9 @@ def synthetic_head(yaw=0.0, pitch=0.0, roll=0.0) -> np.ndarray:
     return (pts @ (spin @ tilt @ turn).T + (200, 200, 0)).astype(np.float32)
 
 
-@pytest.mark.parametrize("angles", [(0, 0, 0), (30, 0, 0), (-50, 0, 0), (0, 20, 0), (0, -15, 0), (0, 0, 25),
-                                    (0, 0, -10)])
+@pytest.mark.parametrize(
+    "angles", [(0, 0, 0), (30, 0, 0), (-50, 0, 0), (0, 20, 0), (0, -15, 0), (0, 0, 25), (0, 0, -10)]
+)
 def test_mesh_pose_recovers_known_rotations(angles):
     pose = mesh_pose(synthetic_head(*angles))
     assert (pose.yaw, pose.pitch, pose.roll) == pytest.approx(angles, abs=1e-3)

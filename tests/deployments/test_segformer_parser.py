@@ -51,11 +51,13 @@ def test_mixed_sizes_in_one_batch_equal_one_by_one(parser, rois):
 def test_labels_travel_with_each_item(parser, rois):
     roi = rois[0]
     face, hair, everything = parser.predict(
-        [ParseRequest(roi, FACE), ParseRequest(roi, (13,)), ParseRequest(roi, tuple(range(19)))])
+        [ParseRequest(roi, FACE), ParseRequest(roi, (13,)), ParseRequest(roi, tuple(range(19)))]
+    )
     np.testing.assert_allclose(everything, 1.0, atol=1e-4)  # softmax over all labels sums to 1
     assert not np.allclose(face, hair)
-    np.testing.assert_allclose(parser.predict([ParseRequest(roi, FACE + (13,))])[0],
-                               np.clip(face + hair, 0, 1), atol=1e-4)
+    np.testing.assert_allclose(
+        parser.predict([ParseRequest(roi, FACE + (13,))])[0], np.clip(face + hair, 0, 1), atol=1e-4
+    )
 
 
 def test_empty_batch(parser):
@@ -76,8 +78,10 @@ def celebamask(asset):
     from PIL import Image
 
     root = asset("benchmark-celebamask-hq-parsing")
-    return [(np.asarray(Image.open(p).convert("RGB")), np.asarray(Image.open(root / "masks" / f"{p.stem}.png")))
-            for p in sorted((root / "images").glob("*.jpg"))]
+    return [
+        (np.asarray(Image.open(p).convert("RGB")), np.asarray(Image.open(root / "masks" / f"{p.stem}.png")))
+        for p in sorted((root / "images").glob("*.jpg"))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +110,12 @@ def test_unet_mixed_sizes_in_one_batch_equal_one_by_one(unet, rois, lfw_face):
 
 def test_unet_probabilities_cover_the_labels_once(unet, lfw_face):
     face, hair, everything = unet.predict(
-        [ParseRequest(lfw_face, FACE), ParseRequest(lfw_face, (13,)), ParseRequest(lfw_face, tuple(range(19)))])
+        [ParseRequest(lfw_face, FACE), ParseRequest(lfw_face, (13,)), ParseRequest(lfw_face, tuple(range(19)))]
+    )
     np.testing.assert_allclose(everything, 1.0, atol=1e-4)
-    np.testing.assert_allclose(unet.predict([ParseRequest(lfw_face, FACE + (13,))])[0],
-                               np.clip(face + hair, 0, 1), atol=1e-4)
+    np.testing.assert_allclose(
+        unet.predict([ParseRequest(lfw_face, FACE + (13,))])[0], np.clip(face + hair, 0, 1), atol=1e-4
+    )
 
 
 def test_unet_labels_are_celebamask_ids_on_a_face_it_never_saw(unet, lfw_face):
@@ -129,7 +135,7 @@ def test_unet_agrees_with_celebamask_ground_truth(unet, celebamask):
     import cv2
 
     images = [im for im, _ in celebamask]
-    probs = unet._forward(unet._preprocess(images)).numpy()  # [N, 19, 256, 256], channel = id
+    probs = unet._forward(unet._preprocess(images))  # [N, 19, 256, 256], channel = id
     accuracy, face_iou, hair_iou = [], [], []
     for p, (image, ids) in zip(probs, celebamask):
         labels = cv2.resize(p.argmax(0).astype(np.uint8), ids.shape[::-1], interpolation=cv2.INTER_NEAREST)
@@ -144,3 +150,81 @@ def test_unet_agrees_with_celebamask_ground_truth(unet, celebamask):
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
+
+
+# ---- the ONNX Runtime path (runtime: onnx | onnx-int8, deployments/parser_onnx.py) -----
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("parser_onnx"))
+
+
+def onnx_parser(asset, name: str, runtime: str, cache: str) -> SegFormerParser:
+    return SegFormerParser(
+        SegFormerParserConfig(checkpoint_dir=str(asset(name)), runtime=runtime, onnx_cache_dir=cache)
+    )
+
+
+def test_onnx_export_matches_torch_on_the_segformer(asset, parser, rois, onnx_cache):
+    fast = onnx_parser(asset, "segformer-parser-tiny", "onnx", onnx_cache)
+    assert fast.runtime == "onnx (CPUExecutionProvider)" and (fast.kind, fast.input_hw) == ("segformer", (128, 128))
+    items = [ParseRequest(r, FACE) for r in rois]
+    for a, b in zip(fast.predict(items), parser.predict(items)):
+        assert a.shape == b.shape and a.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert fast.predict([]) == []
+
+
+def test_onnx_export_matches_torch_on_the_trained_unet(asset, unet, celebamask, lfw_face, onnx_cache):
+    fast = onnx_parser(asset, "face-parser-unet-small", "onnx", onnx_cache)
+    images = [im for im, _ in celebamask] + [lfw_face]
+    np.testing.assert_allclose(
+        fast._forward(fast._preprocess(images)), unet._forward(unet._preprocess(images)), atol=1e-4
+    )
+    items = [ParseRequest(im, FACE + (13,)) for im in images]
+    for a, b in zip(fast.predict(items), unet.predict(items)):
+        assert mask_iou(a >= 0.5, b >= 0.5) > 0.999
+
+
+def test_int8_stays_close_to_torch(asset, parser, rois, onnx_cache):
+    """Dynamic int8 quantisation moves probabilities a little, not the masks: every
+    MatMul of the SegFormer runs in int8 here."""
+    import onnx
+
+    from deployments import parser_onnx
+
+    fast = onnx_parser(asset, "segformer-parser-tiny", "onnx-int8", onnx_cache)
+    assert fast.runtime == "onnx-int8 (CPUExecutionProvider)"
+    graph = onnx.load(str(parser_onnx.export_path(asset("segformer-parser-tiny"), "onnx-int8", onnx_cache)))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops, sorted(ops)
+    items = [ParseRequest(r, FACE) for r in rois]
+    for a, b in zip(fast.predict(items), parser.predict(items)):
+        assert np.abs(a - b).max() < 0.05
+        assert mask_iou(a >= 0.5, b >= 0.5) >= 0.98
+
+
+def test_the_export_is_cached(asset, onnx_cache):
+    from deployments import parser_onnx
+
+    path = parser_onnx.export_path(asset("segformer-parser-tiny"), "onnx", onnx_cache)
+    onnx_parser(asset, "segformer-parser-tiny", "onnx", onnx_cache)
+    written = path.stat().st_mtime_ns
+    onnx_parser(asset, "segformer-parser-tiny", "onnx", onnx_cache)  # opens the file, exports nothing
+    assert path.stat().st_mtime_ns == written
+    assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_unknown_runtime_is_refused(asset):
+    with pytest.raises(ValueError, match="torch, onnx, onnx-int8, auto"):
+        SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny")), runtime="tensorrt"))
+
+
+def test_auto_is_int8_on_cpu_and_torch_on_a_gpu():
+    from deployments.parser_onnx import placed_runtime
+    from deployments.types import Placement
+
+    assert placed_runtime("auto", Placement()) == "onnx-int8"
+    assert placed_runtime("auto", Placement(device="cuda")) == "torch"
+    assert placed_runtime("onnx", Placement(device="cuda")) == "onnx"  # an explicit choice stays

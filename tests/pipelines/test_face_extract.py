@@ -1,5 +1,8 @@
 """The face-extraction pipeline glue in-process, with the real models behind
-LocalBatcher (the same awaitable shape as a Serve handle)."""
+LocalBatcher (the same awaitable shape as a Serve handle). De-duplication on real
+photos: faces of one photo are never merged, a photo sent twice (once mirrored) merges
+each person with their own copy only, faces under the quality floor are never merged,
+and the default threshold is the recogniser's calibrated one."""
 
 import asyncio
 import io
@@ -12,34 +15,55 @@ from deployments.arcface import ArcFace, ArcFaceConfig
 from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from serve_app import errors
+from serve_app.dedup import deduplicate
 from serve_app.imaging import decode_image
-from serve_app.pipelines.face_extract import FaceExtractParams, extract_faces, faces_in_image
+from serve_app.model_tier import recogniser_threshold
+from serve_app.pipelines.face_extract import FaceExtractParams, extract_faces, faces_in_image, meets_quality_floor
 from serve_app.pipelines.locate import detector_input
 from tests.helpers import iou
+
+RECOGNISER = "arcface-mobilefacenet-128d"
 
 
 @pytest.fixture(scope="module")
 def models(asset):
-    return (LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
-            LocalBatcher(ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))))))
+    return (
+        LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
+        LocalBatcher(ArcFace(ArcFaceConfig(model_path=str(asset(RECOGNISER))))),
+    )
 
 
-def loader_of(photos_dir, name):
+def loader_of(photos_dir, name, mirrored=False):
     async def load():
-        return decode_image((photos_dir / name).read_bytes())
+        image = decode_image((photos_dir / name).read_bytes())
+        return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
+
     return load
 
 
 def failing(code):
     async def load():
         raise errors.ApiError(415, code, "not an image")
+
     return load
 
 
 def run(loaders, models, max_concurrent_images=8, **params):
     detect, embed = models
-    return asyncio.run(extract_faces(loaders, FaceExtractParams(**params), detect=detect, embed=embed,
-                                     max_concurrent_images=max_concurrent_images))
+    return asyncio.run(
+        extract_faces(
+            loaders,
+            FaceExtractParams(**params),
+            detect=detect,
+            embed=embed,
+            max_concurrent_images=max_concurrent_images,
+            default_threshold=recogniser_threshold(RECOGNISER),
+        )
+    )
+
+
+def mirror_box(box, width):
+    return np.array([width - box[2], box[1], width - box[0], box[3]])
 
 
 def test_shrinking_for_the_detector_keeps_insightface_results(models, photos_dir, asset):
@@ -90,8 +114,11 @@ def test_min_face_size_drops_small_faces(models, photos_dir):
 
 
 def test_a_failing_image_is_reported_and_the_rest_go_on(models, photos_dir):
-    loaders = [failing("unsupported_format"), loader_of(photos_dir, "insightface_t1.jpg"),
-               loader_of(photos_dir, "inspireface_view_noface.jpg")]
+    loaders = [
+        failing("unsupported_format"),
+        loader_of(photos_dir, "insightface_t1.jpg"),
+        loader_of(photos_dir, "inspireface_view_noface.jpg"),
+    ]
     result = run(loaders, models)
     assert [(f.image_index, f.code) for f in result.failures] == [(0, "unsupported_format")]
     assert result.images_processed == 2
@@ -118,8 +145,13 @@ def test_a_deadline_cancels_the_work_in_flight(models, photos_dir):
             return decode_image((photos_dir / "insightface_t1.jpg").read_bytes())
 
         detect, embed = models
-        work = extract_faces([stuck, loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg")], FaceExtractParams(),
-                             detect=detect, embed=embed)
+        work = extract_faces(
+            [stuck, loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg")],
+            FaceExtractParams(),
+            detect=detect,
+            embed=embed,
+            default_threshold=0.5,
+        )
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(work, 1.0)
         await asyncio.sleep(0.05)
@@ -152,9 +184,107 @@ def test_faces_in_one_image(models, photos_dir):
 def test_params_are_bounded_and_frozen():
     from pydantic import ValidationError
 
-    assert FaceExtractParams() == FaceExtractParams(similarity_threshold=0.4, min_face_size=20.0)
-    for bad in ({"similarity_threshold": 1.5}, {"min_face_size": -1}, {"max_concurrent_images": 3}):
+    assert FaceExtractParams() == FaceExtractParams(
+        similarity_threshold=None, min_face_size=20.0, quality_min_face_size=32.0, quality_min_score=0.6
+    )
+    for bad in (
+        {"similarity_threshold": 1.5},
+        {"min_face_size": -1},
+        {"max_concurrent_images": 3},
+        {"quality_min_face_size": -1},
+        {"quality_min_face_size": 20_000},
+        {"quality_min_score": 1.1},
+        {"quality_min_score": -0.1},
+    ):
         with pytest.raises(ValidationError):
             FaceExtractParams(**bad)
     with pytest.raises(ValidationError):
         FaceExtractParams().min_face_size = 3
+
+
+def test_the_default_threshold_is_the_recognisers_and_a_given_one_overrides_it(models, photos_dir):
+    assert recogniser_threshold(RECOGNISER) == 0.5  # assets/manifest.yaml, scripts/calibrate_threshold.py
+    loaders = [loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg"), loader_of(photos_dir, "lfw_Rob_Lowe_0002.jpg")]
+    default = run(loaders, models)
+    assert default.threshold == 0.5 and default.dedup.leader.tolist() == [0, 0]  # the LFW pair merges
+    assert run(loaders, models, similarity_threshold=0.99).dedup.leader.tolist() == [0, 1]
+    detect, embed = models
+    with pytest.raises(ValueError, match="threshold"):  # neither given: no silent fallback
+        asyncio.run(extract_faces(loaders, FaceExtractParams(), detect=detect, embed=embed))
+
+
+CROWD = "facedet1mb_worlds_largest_selfie.jpg"
+
+
+@pytest.fixture(scope="module")
+def crowd_twice(models, photos_dir):
+    """The crowd photo sent twice, byte for byte (detected once for the tests below)."""
+    return run([loader_of(photos_dir, CROWD)] * 2, models)
+
+
+@pytest.mark.parametrize("name", ["facedet1mb_nine_kids.jpg", "insightface_t1.jpg"])
+def test_a_group_photo_keeps_every_face_a_separate_person(models, photos_dir, name):
+    """Cannot-link: however alike two faces of one photo are, at the default threshold
+    and at the old one (0.4)."""
+    for threshold in (None, 0.4):
+        result = run([loader_of(photos_dir, name)], models, similarity_threshold=threshold)
+        assert len(result.faces) >= 6
+        assert result.dedup.kept.tolist() == list(range(len(result.faces))), name
+
+
+def test_the_crowd_keeps_every_face_a_separate_person(crowd_twice):
+    """104 faces of 104 people; the old rule (0.4, no cannot-link) made 70 people of them."""
+    first = [f for f in crowd_twice.faces if f.image_index == 0]
+    assert len(first) > 100
+    assert (crowd_twice.dedup.leader[: len(first)] == np.arange(len(first))).all()
+    emb = np.stack([f.embedding for f in first])
+    assert len(deduplicate(emb, 0.4, groups=np.zeros(len(first)), eligible=np.ones(len(first), bool)).kept) == len(
+        first
+    )
+    assert len(deduplicate(emb, 0.4).kept) < 0.8 * len(first)  # what cannot-link prevents
+
+
+def test_a_labelled_class_photo_keeps_every_labelled_face(models, asset):
+    """The PASCAL VOC class photo with 7 human-labelled faces: 7 people."""
+    folder = asset("benchmark-dlib-faces")
+    result = run([loader_of(folder, "2007_007763.jpg")], models)
+    assert len(result.faces) == 7 and len(result.dedup.kept) == 7
+
+
+@pytest.mark.parametrize("name", ["facedet1mb_nine_kids.jpg", "insightface_t1.jpg"])
+def test_a_photo_sent_twice_once_mirrored_merges_each_person_with_their_own_copy(models, photos_dir, name):
+    width = decode_image((photos_dir / name).read_bytes()).shape[1]
+    result = run([loader_of(photos_dir, name), loader_of(photos_dir, name, mirrored=True)], models)
+    first = [i for i, f in enumerate(result.faces) if f.image_index == 0]
+    second = [i for i, f in enumerate(result.faces) if f.image_index == 1]
+    assert len(first) == len(second) >= 6 and not result.low_quality.any()
+    leader = result.dedup.leader
+    assert result.dedup.kept.tolist() == first  # one person per face of the first photo
+    for j in second:
+        own = result.faces[leader[j]]
+        # The face it joined is itself: the same box once the mirror is undone.
+        assert own.image_index == 0 and iou(own.bbox, mirror_box(result.faces[j].bbox, width))[0, 0] > 0.7
+        assert result.dedup.similarity[j] >= result.threshold
+    assert sorted(leader[second].tolist()) == first  # each person exactly one duplicate
+
+
+def test_faces_under_the_quality_floor_are_returned_but_never_merged(crowd_twice):
+    """The crowd photo twice: a large face merges with its copy, a small or uncertain one
+    (similarity 1.0 to its copy) does not, and nothing merges into it."""
+    result = crowd_twice
+    faces, leader = result.faces, result.dedup.leader
+    n = len(faces) // 2
+    assert len(faces) == 2 * n and n > 100
+    expected = np.array([not meets_quality_floor(f.bbox, f.score, FaceExtractParams()) for f in faces])
+    assert (result.low_quality == expected).all() and 20 < expected[:n].sum() < n - 20
+    for i in range(n):
+        if result.low_quality[i]:
+            assert leader[i] == i and leader[n + i] == n + i  # kept apart from its exact copy
+        else:
+            assert leader[i] == i and leader[n + i] == i and result.dedup.similarity[n + i] > 0.99
+    merged_into = leader[leader != np.arange(len(faces))]
+    assert not np.isin(np.flatnonzero(result.low_quality), merged_into).any()
+    # A floor of zero makes every face count again: each merges with its copy.
+    emb = np.stack([f.embedding for f in faces])
+    every = deduplicate(emb, result.threshold, groups=np.repeat([0, 1], n))
+    assert every.leader[n:].tolist() == list(range(n))

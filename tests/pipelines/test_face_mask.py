@@ -15,8 +15,10 @@ from serve_app.pipelines.face_mask import FaceMaskParams, face_mask, face_rois, 
 
 @pytest.fixture(scope="module")
 def models(asset):
-    return (LocalBatcher(LBPDetector(LBPDetectorConfig(cascade_path=str(asset("lbp-detector-cascade"))))),
-            LocalBatcher(SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny"))))))
+    return (
+        LocalBatcher(LBPDetector(LBPDetectorConfig(cascade_path=str(asset("lbp-detector-cascade"))))),
+        LocalBatcher(SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny"))))),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +83,9 @@ def test_concurrent_images_share_parser_batches(asset, five_faces, cartoon_dir):
     other = decode_image((cartoon_dir / "cartoonface_11008.jpg").read_bytes())
 
     async def both():
-        return await asyncio.gather(*(face_mask(im, FaceMaskParams(), detect=detect, parse=parse)
-                                      for im in (five_faces, other)))
+        return await asyncio.gather(
+            *(face_mask(im, FaceMaskParams(), detect=detect, parse=parse) for im in (five_faces, other))
+        )
 
     a, b = asyncio.run(both())
     assert len(a.boxes) == 5 and len(b.boxes) == 1

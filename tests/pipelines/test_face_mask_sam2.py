@@ -40,8 +40,10 @@ NO_FACE = "inspireface_view_noface.jpg"
 @pytest.fixture(scope="module")
 def models(asset):
     mesh_model = FaceMesh(FaceMeshConfig())
-    yield (LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
-           LocalBatcher(mesh_model))
+    yield (
+        LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
+        LocalBatcher(mesh_model),
+    )
     mesh_model.close()
 
 
@@ -133,8 +135,9 @@ def test_sam2_masks_on_a_real_photo(models, load, standin):
 
 def test_parameters_reach_sam2(models, load, standin):
     before = standin.calls()
-    result = run(load("lfw_Rob_Lowe_0001.jpg"), models, Sam2Config(url=standin.url),
-                 multimask=False, pos_points=4, expand=0.0)
+    result = run(
+        load("lfw_Rob_Lowe_0001.jpg"), models, Sam2Config(url=standin.url), multimask=False, pos_points=4, expand=0.0
+    )
     [call] = standin.received[before:]
     assert call["multimask"] is False and [p[2] for p in call["points"]].count(1) == 4
     assert call["box"] == result.faces[0].prompt_box
@@ -233,13 +236,17 @@ def test_an_unmeshed_face_is_the_ellipse_of_its_box():
     from deployments.types import FIVE_POINT, FaceLandmarks
 
     five = np.array([[40, 50], [60, 50], [50, 60], [42, 70], [58, 70]], np.float32)
-    face = FaceLandmarks(box=np.array([20, 30, 80, 100], np.float32), score=0.9, points=five, scheme=FIVE_POINT,
-                         meshed=False)
+    face = FaceLandmarks(
+        box=np.array([20, 30, 80, 100], np.float32), score=0.9, points=five, scheme=FIVE_POINT, meshed=False
+    )
     outline = face_outline(face)
     assert outline.shape == (36, 2)
     np.testing.assert_allclose(outline[0], [50, 30], atol=1e-4)  # starts at the top, like the oval
-    np.testing.assert_allclose([outline[:, 0].min(), outline[:, 1].min(), outline[:, 0].max(), outline[:, 1].max()],
-                               [20, 30, 80, 100], atol=0.2)
+    np.testing.assert_allclose(
+        [outline[:, 0].min(), outline[:, 1].min(), outline[:, 0].max(), outline[:, 1].max()],
+        [20, 30, 80, 100],
+        atol=0.2,
+    )
     mask = polygon_mask(outline, (120, 100))
     ellipse = ellipse_mask(120, 100, (20, 30, 80, 100)).astype(bool)
     assert (mask & ellipse).sum() / (mask | ellipse).sum() > 0.95

@@ -34,8 +34,10 @@ NOSE_TIP, CHIN = 1, 152
 @pytest.fixture(scope="module")
 def models(asset):
     mesh_model = FaceMesh(FaceMeshConfig())
-    yield (LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
-           LocalBatcher(mesh_model))
+    yield (
+        LocalBatcher(RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))),
+        LocalBatcher(mesh_model),
+    )
     mesh_model.close()
 
 
@@ -64,11 +66,16 @@ def same_bytes(a, b) -> bool:
         if x.image.tobytes() != y.image.tobytes() or len(x.faces) != len(y.faces):
             return False
         for fx, fy in zip(x.faces, y.faces):
-            if (fx.mask_type, fx.mask_color, fx.texture, fx.error) != (fy.mask_type, fy.mask_color, fy.texture,
-                                                                        fy.error):
+            if (fx.mask_type, fx.mask_color, fx.texture, fx.error) != (
+                fy.mask_type,
+                fy.mask_color,
+                fy.texture,
+                fy.error,
+            ):
                 return False
-            if fx.crops.keys() != fy.crops.keys() or any(fx.crops[k].tobytes() != fy.crops[k].tobytes()
-                                                         for k in fx.crops):
+            if fx.crops.keys() != fy.crops.keys() or any(
+                fx.crops[k].tobytes() != fy.crops[k].tobytes() for k in fx.crops
+            ):
                 return False
     return True
 
@@ -110,7 +117,7 @@ def test_every_face_of_a_group_photo_gets_a_mask_and_a_crop(models, load, name):
         # Painted on this face: pixels changed around its nose tip and its chin.
         for point in (NOSE_TIP, CHIN):
             x, y = np.round(face.points[point, :2]).astype(int)
-            assert changed[max(0, y - 3):y + 4, max(0, x - 3):x + 4].any(), (name, point)
+            assert changed[max(0, y - 3) : y + 4, max(0, x - 3) : x + 4].any(), (name, point)
         # One buffalo crop per face, cut from the masked image.
         assert list(fa.crops) == ["buffalo"]
         crop = fa.crops["buffalo"]
@@ -118,7 +125,7 @@ def test_every_face_of_a_group_photo_gets_a_mask_and_a_crop(models, load, name):
         np.testing.assert_array_equal(crop, buffalo_crop(aug.image, face, 112))
         assert not np.array_equal(crop, buffalo_crop(image, face, 112))
         x1, y1, x2, y2 = (int(round(v)) for v in expand_box(face.box, 0.5))
-        near_faces[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = True
+        near_faces[max(0, y1) : max(0, y2), max(0, x1) : max(0, x2)] = True
     # Nothing painted away from the faces.
     assert not (changed & ~near_faces).any()
 
@@ -146,8 +153,10 @@ def test_augmentation_k_does_not_depend_on_how_many_are_drawn(models, load):
         short = run(image, models, seed=5, n_augmentations=k + 1, crop_style="all")
         assert len(short.augmentations) == k + 1
         for i in range(k + 1):
-            assert same_bytes(type(full)(full.width, full.height, 5, full.faces, [full.augmentations[i]]),
-                              type(short)(short.width, short.height, 5, short.faces, [short.augmentations[i]])), (k, i)
+            assert same_bytes(
+                type(full)(full.width, full.height, 5, full.faces, [full.augmentations[i]]),
+                type(short)(short.width, short.height, 5, short.faces, [short.augmentations[i]]),
+            ), (k, i)
 
 
 def test_no_mask_keeps_the_image_and_crops_the_original(models, load):
@@ -167,13 +176,16 @@ def test_no_mask_keeps_the_image_and_crops_the_original(models, load):
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("style,expected", [
-    ("all", CROP_STYLES),
-    ("none", ()),
-    ("buffalo", ("buffalo",)),
-    ("original_cropping", ("original_cropping",)),
-    ("scale_shift", ("scale_shift",)),
-])
+@pytest.mark.parametrize(
+    "style,expected",
+    [
+        ("all", CROP_STYLES),
+        ("none", ()),
+        ("buffalo", ("buffalo",)),
+        ("original_cropping", ("original_cropping",)),
+        ("scale_shift", ("scale_shift",)),
+    ],
+)
 def test_crop_styles(models, load, style, expected):
     image = load(ONE_FACE)
     result = run(image, models, crop_style=style)
@@ -219,7 +231,7 @@ def test_a_face_that_cannot_be_meshed_is_cropped_without_a_mask(models, load):
                 # No mask painted on it: the middle of its box is untouched.
                 x1, y1, x2, y2 = face.box
                 cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
-                inner = np.s_[int(cy - h):int(cy + h), int(cx - w):int(cx + w)]
+                inner = np.s_[int(cy - h) : int(cy + h), int(cx - w) : int(cx + w)]
                 np.testing.assert_array_equal(aug.image[inner], image[inner])
 
 

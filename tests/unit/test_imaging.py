@@ -6,7 +6,17 @@ import pytest
 from PIL import Image
 
 from serve_app import errors
-from serve_app.imaging import b64, data_uri, decode_base64, decode_image, encode_jpeg, encode_png
+from serve_app.imaging import (
+    OverBudget,
+    PixelBudget,
+    b64,
+    base64_length,
+    data_uri,
+    decode_base64,
+    decode_image,
+    encode_jpeg,
+    encode_png,
+)
 from tests.images import encode, gradient_rgb, huge_pixels_png
 
 
@@ -117,3 +127,36 @@ def test_base64_and_data_uris():
     assert e.value.status == 400
     with pytest.raises(errors.ApiError):
         decode_base64("data:image/png," + base64.b64encode(raw).decode())
+
+
+def test_mime_wrapped_base64_and_surrounding_whitespace_are_accepted():
+    raw = encode(gradient_rgb(40, 30), "PNG")
+    text = base64.b64encode(raw).decode()
+    mime = base64.encodebytes(raw).decode()  # 76-character lines, "\n" after each
+    assert "\n" in mime.strip()
+    crlf = "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    uri = f" {data_uri(raw, 'image/png')} "
+    for wrapped in (mime, crlf, f"  \n{text}\n\t", "data:image/png;base64,\r\n" + crlf + "\r\n", uri):
+        assert decode_base64(wrapped) == raw
+        assert decode_image(decode_base64(wrapped)).shape == (30, 40, 3)
+    assert base64_length(crlf) == len(text)
+    for bad in (text[:10] + "*" + text[10:], text[:10] + "\u00a0" + text[10:]):  # not base64, not ASCII whitespace
+        with pytest.raises(errors.ApiError, match="invalid base64"):
+            decode_base64(bad)
+
+
+def test_a_pixel_budget_is_charged_from_headers_before_decoding():
+    png = encode(gradient_rgb(100, 50), "PNG")  # 5000 pixels
+    budget = PixelBudget(12_000)
+    decode_image(png, budget=budget)
+    decode_image(png, budget=budget)
+    assert budget.spent == 10_000
+    with pytest.raises(OverBudget) as over:
+        decode_image(png, budget=budget)
+    assert not isinstance(over.value, errors.ApiError)  # fails the request, not one image
+    assert (over.value.error.status, over.value.error.code) == (413, "over_budget")
+    assert "12000 pixels" in over.value.error.message and "MAX_REQUEST_PIXELS" in over.value.error.message
+    # Charged before the pixels are read: a decompression bomb within the per-image
+    # limit costs the budget, not the decode.
+    with pytest.raises(OverBudget):
+        decode_image(huge_pixels_png(), max_pixels=10**9, budget=PixelBudget(1000))

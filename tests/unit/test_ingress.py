@@ -64,6 +64,7 @@ class FakeCalls(ModelCalls):
 def test_a_cancelled_call_is_withdrawn_from_the_model():
     """On our cancellation (the request deadline) the model call is cancelled too, so
     the replica drops the work."""
+
     async def go():
         handle = Handle()
         task = asyncio.create_task(FakeCalls({"detect": "RetinaFace"}, {"RetinaFace": handle}).call("detect")("item"))
@@ -113,11 +114,20 @@ def test_describe_reports_each_model_or_its_problem(monkeypatch):
     monkeypatch.setattr(ingress, "READY_TIMEOUT_S", 0.05)
     calls = FakeCalls(
         {"a": "Good", "b": "Slow", "c": "Dead", "d": "Missing", "e": "Good"},  # two keys, one model
-        {"Good": Handle({"weights": "w", "device": "cpu"}), "Slow": Handle("hang"),
-         "Dead": Handle(RuntimeError("replica died")), "Missing": errors.not_ready("Missing is not deployed")})
+        {
+            "Good": Handle({"weights": "w", "device": "cpu"}),
+            "Slow": Handle("hang"),
+            "Dead": Handle(RuntimeError("replica died")),
+            "Missing": errors.not_ready("Missing is not deployed"),
+        },
+    )
     described = asyncio.run(calls.describe())
-    assert described == {"Dead": "unavailable: RuntimeError", "Good": {"weights": "w", "device": "cpu"},
-                         "Missing": "Missing is not deployed", "Slow": "no answer within 0.05 s"}
+    assert described == {
+        "Dead": "unavailable: RuntimeError",
+        "Good": {"weights": "w", "device": "cpu"},
+        "Missing": "Missing is not deployed",
+        "Slow": "no answer within 0.05 s",
+    }
 
 
 def app_with(calls: ModelCalls, services=dict) -> TestClient:
@@ -152,3 +162,99 @@ def test_ready_is_503_until_every_model_answers(monkeypatch):
     body = resp.json()
     assert body["status"] == "ok" and body["checks"] == {"RetinaFace": "ok", "ArcFace": "ok"}
     assert body["models"] == {"RetinaFace": "retinaface-det-500m", "ArcFace": "arcface-mobilefacenet-128d"}
+
+
+class Failing:
+    """A handle whose first calls fail with the given exceptions, then answer "ok"."""
+
+    def __init__(self, *failures):
+        self.failures = list(failures)
+        self.calls = 0
+
+    def remote(self, item):
+        self.calls += 1
+
+        async def answer():
+            if self.failures:
+                raise self.failures.pop(0)
+            return "ok"
+
+        return Pending(answer())
+
+
+class Pending:
+    """An awaitable with cancel(), as a DeploymentResponse is."""
+
+    def __init__(self, coro):
+        self.coro = coro
+
+    def __await__(self):
+        return self.coro.__await__()
+
+    def cancel(self):
+        self.coro.close()
+
+
+def test_a_call_lost_with_its_replica_is_sent_again(monkeypatch):
+    """A replica killed (or its node lost) fails the calls it holds; model calls are
+    pure, so each is sent again, to the replica Serve routes it to next."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    monkeypatch.setattr(ingress, "REPLICA_LOST_BACKOFF_S", 0)
+    handle = Failing(ActorDiedError(), ReplicaUnavailableError("r1"))
+    calls = FakeCalls({"detect": "RetinaFace"}, {"RetinaFace": handle})
+    assert asyncio.run(calls.call("detect")("item")) == "ok" and handle.calls == 3
+
+    # Beyond REPLICA_LOST_RETRIES it fails: a poison item does not take down every replica.
+    handle = Failing(*[ActorUnavailableError("gone", None) for _ in range(ingress.REPLICA_LOST_RETRIES + 1)])
+    calls = FakeCalls({"detect": "RetinaFace"}, {"RetinaFace": handle})
+    with pytest.raises(ActorUnavailableError):
+        asyncio.run(calls.call("detect")("item"))
+    assert handle.calls == ingress.REPLICA_LOST_RETRIES + 1
+
+
+def test_a_model_failure_is_not_retried():
+    handle = Failing(RuntimeError("bad item"))
+    calls = FakeCalls({"detect": "RetinaFace"}, {"RetinaFace": handle})
+    with pytest.raises(RuntimeError):
+        asyncio.run(calls.call("detect")("item"))
+    assert handle.calls == 1
+
+
+def error_app(exc: Exception) -> TestClient:
+    """An app from create_app whose one route fails under `guarded` with `exc`."""
+    from serve_app.http import create_app
+
+    app, _ = create_app("test", "test")
+
+    @app.post("/work")
+    async def work():
+        async def fail():
+            raise exc
+
+        return await ingress.guarded(fail(), 5, errors.upstream_timeout("too slow"))
+
+    return TestClient(app)
+
+
+def test_a_full_model_queue_is_503_overloaded_with_retry_after():
+    """Serve's BackPressureError (a model deployment's max_queued_requests reached)
+    becomes the shared error shape with Retry-After, in whole seconds, rounded up."""
+    from ray.serve.exceptions import BackPressureError
+
+    resp = error_app(BackPressureError(num_queued_requests=9, max_queued_requests=8, retry_after_s=1.5)).post("/work")
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "2"
+    body = resp.json()
+    assert set(body) == {"error", "message", "request_id"} and body["error"] == "overloaded"
+    assert resp.headers["x-request-id"] == body["request_id"]
+    # No retry_after_s configured: still a Retry-After, of 1 s.
+    resp = error_app(BackPressureError(num_queued_requests=9, max_queued_requests=8)).post("/work")
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+
+
+def test_a_lost_replica_past_the_retries_is_503_not_ready_without_retry_after():
+    from ray.exceptions import ActorDiedError
+
+    resp = error_app(ActorDiedError()).post("/work")
+    assert resp.status_code == 503 and resp.json()["error"] == "not_ready" and "retry-after" not in resp.headers

@@ -43,6 +43,7 @@ test_weights.__test__ = False  # a helper, not a test
 @pytest.fixture
 def stand_ins(monkeypatch):
     """settings() re-read with FACEGRAPH_ALLOW_STAND_INS as the test sets it."""
+
     def allow(on: bool):
         monkeypatch.setenv("FACEGRAPH_ALLOW_STAND_INS", "1" if on else "0")
         settings.cache_clear()
@@ -103,7 +104,8 @@ def test_config_fields_reach_the_config(name):
     tunable = [f for f in dataclasses.fields(cfg_cls) if f.name != entry.asset_field and f.type in ("int", int)]
     if tunable:
         field = tunable[0]
-        value = getattr(cfg_cls(**({entry.asset_field: "x"} if entry.asset_field else {})), field.name) + 1
+        # Another valid value: doubled (RetinaFaceConfig refuses a det_size that is not a multiple of 32).
+        value = getattr(cfg_cls(**({entry.asset_field: "x"} if entry.asset_field else {})), field.name) * 2
         _, cfg, _ = model_config(name, ModelArgs(**args, config={field.name: value}))
         assert getattr(cfg, field.name) == value
     with pytest.raises(TypeError):

@@ -49,8 +49,9 @@ def timed(fn, *args, **kw):
     return out, time.monotonic() - start
 
 
-@pytest.mark.parametrize("mode", ["png", "png01", "rle", "rle_list", "masks", "masks_noscores",
-                                  "masks_prob", "masks_bool"])
+@pytest.mark.parametrize(
+    "mode", ["png", "png01", "rle", "rle_list", "masks", "masks_noscores", "masks_prob", "masks_bool"]
+)
 def test_each_accepted_format_gives_the_prompted_mask(standin, mode):
     [out] = segment(Sam2Config(url=f"{standin.url}/{mode}"))
     assert out.reason is None and out.mask.dtype == bool
@@ -67,8 +68,14 @@ def test_mask_of_another_size_is_resized_to_the_image(standin):
 def test_request_carries_prompts_in_the_configured_fields():
     fields = {"image": "img", "points": "pts", "box": "bbox", "multimask": "multi", "return_prob": "probs"}
     with Sam2StandIn(fields=fields) as server:
-        cfg = Sam2Config(url=server.url, image_field="img", points_field="pts", box_field="bbox",
-                         multimask_field="multi", return_prob_field="probs")
+        cfg = Sam2Config(
+            url=server.url,
+            image_field="img",
+            points_field="pts",
+            box_field="bbox",
+            multimask_field="multi",
+            return_prob_field="probs",
+        )
         [out] = segment(cfg, multimask=False)
         assert out.reason is None
         [req] = server.received
@@ -238,24 +245,27 @@ def test_png_data_uri_and_0_1_values_are_accepted():
     np.testing.assert_array_equal(parse_response(body({"mask_png_base64": uri}), H, W), EXPECTED)
 
 
-@pytest.mark.parametrize("doc", [
-    [1, 2, 3],
-    {"mask_png_base64": 12},
-    {"mask_png_base64": "bm90IGFuIGltYWdl"},
-    {"mask_png_base64": "***"},
-    {"mask_rle": {"counts": "abc", "size": [2, 3]}},  # compressed COCO strings: not accepted
-    {"mask_rle": {"counts": [1, 2, 3], "size": [2, 2]}},
-    {"mask_rle": {"counts": [-1, 7], "size": [2, 3]}},
-    {"mask_rle": [[1, 2, 3]]},
-    {"masks": []},
-    {"masks": [[0, 1, 0]]},  # 1-D
-    {"masks": [[[0, 1], [1]]]},  # ragged
-    {"masks": [[[0, 2], [1, 0]]]},  # outside 0..1
-    {"masks": [[["a", "b"]]]},
-    {"masks": [[[0, 1]], [[1, 1]]], "scores": [0.5]},
-    {"masks": [[[0, 1]]], "scores": ["high"]},
-    {"mask": "close but no"},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        [1, 2, 3],
+        {"mask_png_base64": 12},
+        {"mask_png_base64": "bm90IGFuIGltYWdl"},
+        {"mask_png_base64": "***"},
+        {"mask_rle": {"counts": "abc", "size": [2, 3]}},  # compressed COCO strings: not accepted
+        {"mask_rle": {"counts": [1, 2, 3], "size": [2, 2]}},
+        {"mask_rle": {"counts": [-1, 7], "size": [2, 3]}},
+        {"mask_rle": [[1, 2, 3]]},
+        {"masks": []},
+        {"masks": [[0, 1, 0]]},  # 1-D
+        {"masks": [[[0, 1], [1]]]},  # ragged
+        {"masks": [[[0, 2], [1, 0]]]},  # outside 0..1
+        {"masks": [[["a", "b"]]]},
+        {"masks": [[[0, 1]], [[1, 1]]], "scores": [0.5]},
+        {"masks": [[[0, 1]]], "scores": ["high"]},
+        {"mask": "close but no"},
+    ],
+)
 def test_anything_else_is_invalid(doc):
     with pytest.raises(sc.InvalidResponse):
         parse_response(body(doc), 2, 3)

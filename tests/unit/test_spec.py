@@ -139,8 +139,17 @@ def test_model_form_and_options_accept_and_refuse_alike(case):
 
 def test_the_form_takes_every_parameter_and_ignores_other_form_fields():
     client = form_client(MASK.params)
-    resp = client.post("/", data={"include_hair": "true", "max_size": "64", "expand": "0.5", "threshold": "0.25",
-                                  "use_crf": "false", "outputs": "mask"})  # `outputs` belongs to the app
+    resp = client.post(
+        "/",
+        data={
+            "include_hair": "true",
+            "max_size": "64",
+            "expand": "0.5",
+            "threshold": "0.25",
+            "use_crf": "false",
+            "outputs": "mask",
+        },
+    )  # `outputs` belongs to the app
     assert resp.status_code == 200, resp.text
     assert resp.json() == MASK.params(include_hair=True, max_size=64, expand=0.5, threshold=0.25).model_dump()
     assert client.post("/", data={}).json() == MASK.params().model_dump()  # nothing sent: the model's defaults
@@ -158,7 +167,8 @@ def test_every_field_is_an_option_defaulting_to_the_models_default(params):
     for name, action in options.items():
         assert option(name) in action.option_strings and action.default is None
         info = params.model_fields[name]
-        assert info.description in action.help and f"[default: {info.default}]" in action.help
+        shown = "unset" if info.default is None else info.default  # None: the caller resolves it
+        assert info.description in action.help and f"[default: {shown}]" in action.help
     args = parser.parse_args([])
     assert all(getattr(args, name) is None for name in params.model_fields)
     assert from_arguments(params, args) == params()  # unset options: the model's own defaults
@@ -257,5 +267,76 @@ def test_a_new_field_is_a_form_field_and_an_option():
     with pytest.raises(SystemExit) as info:
         cli(WiderMask, ["--max-size", "4096", "--size", "0"])
     message = str(info.value.code)
-    assert message == ("error: --max-size: Input should be less than or equal to 2048; "
-                       "--size: Input should be greater than or equal to 1")
+    assert message == (
+        "error: --max-size: Input should be less than or equal to 2048; "
+        "--size: Input should be greater than or equal to 1"
+    )
+
+
+# ---- what a hostile client can send: every number bounded and finite, booleans real ----
+
+
+def every_pipeline_params() -> list[type[Params]]:
+    import importlib
+    import pkgutil
+
+    import serve_app.pipelines as pkg
+
+    specs = [
+        getattr(importlib.import_module(f"serve_app.pipelines.{m.name}"), "SPEC", None)
+        for m in pkgutil.iter_modules(pkg.__path__)
+    ]
+    return [s.params for s in specs if isinstance(s, PipelineSpec)]
+
+
+def numeric(annotation) -> bool:
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(numeric(a) for a in typing.get_args(annotation) if a is not type(None))
+    return annotation in (int, float)
+
+
+def test_every_pipelines_numbers_have_both_bounds():
+    found = every_pipeline_params()
+    assert len(found) >= 5
+    for params in found:
+        for name, info in params.model_fields.items():
+            if numeric(info.annotation):
+                assert any(getattr(m, a, None) is not None for m in info.metadata for a in ("le", "lt")), (
+                    f"{params.__name__}.{name} has no upper bound"
+                )
+                assert any(getattr(m, a, None) is not None for m in info.metadata for a in ("ge", "gt")), (
+                    f"{params.__name__}.{name} has no lower bound"
+                )
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "inf", "Infinity", "nan", "1e400"])
+def test_infinite_and_nan_numbers_are_refused(value):
+    with pytest.raises(ValidationError, match="finite number"):
+        EXTRACT.params(min_face_size=value)
+    with pytest.raises(ValidationError, match="finite number"):
+        form_model(MASK.params)(expand=value)
+
+
+def test_booleans_are_real_booleans_in_json_and_true_false_1_0_in_forms():
+    assert MASK.params(include_hair=True).include_hair is True
+    for bad in (1, 0, "true", "false", "1", "yes", "on", 1.0, [True]):
+        with pytest.raises(ValidationError, match="include_hair\n  Input should be true or false"):
+            MASK.params(include_hair=bad)
+    form = form_model(MASK.params)
+    for text, value in (("true", True), ("False", False), ("1", True), ("0", False), (" TRUE ", True)):
+        assert form(include_hair=text).include_hair is value
+    for bad in ("yes", "on", "t", "2", "-1", 1):
+        with pytest.raises(ValidationError, match="true, false, 1 or 0"):
+            form(include_hair=bad)
+    # The form's value reaches the pipeline as a real boolean.
+    assert from_form(MASK.params, form(include_hair="1")).include_hair is True
+    # And a number is never a boolean.
+    for bad in (True, False):
+        with pytest.raises(ValidationError, match="a number, not true or false"):
+            EXTRACT.params(min_face_size=bad)
+        with pytest.raises(ValidationError, match="a number, not true or false"):
+            MASK.params(max_size=bad)
+    assert EXTRACT.params(min_face_size=0).min_face_size == 0.0

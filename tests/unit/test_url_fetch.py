@@ -21,14 +21,23 @@ def server(photos_dir):
 
 def fetch(url, allow=("127.0.0.1",), dns=None, **policy):
     """Fetch one URL with a policy; `dns` maps host names to the addresses they resolve to."""
+
     async def resolve(host, port):
         if dns is None or host not in dns:
             raise OSError(-2, "Name or service not known")
         return dns[host]
 
     async def go():
-        p = FetchPolicy(**{"allowlist": allow, "max_bytes": CAP, "connect_timeout_s": 2.0,
-                           "read_timeout_s": 3.0, "max_redirects": 3, **policy})
+        p = FetchPolicy(
+            **{
+                "allowlist": allow,
+                "max_bytes": CAP,
+                "connect_timeout_s": 2.0,
+                "read_timeout_s": 3.0,
+                "max_redirects": 3,
+                **policy,
+            }
+        )
         async with UrlFetcher(p, resolve=resolve) as f:
             return await f.fetch(url)
 
@@ -56,21 +65,24 @@ def test_follows_allowed_redirects(server, photos_dir):
     assert fetch(f"{server.base}/redirect?status=307&to={server.base}/img/{name}") == (photos_dir / name).read_bytes()
 
 
-@pytest.mark.parametrize("url, problem", [
-    ("http://10.1.2.3/a.jpg", "private"),
-    ("http://192.168.0.10/a.jpg", "private"),
-    ("http://172.16.5.4/a.jpg", "private"),
-    ("http://169.254.169.254/latest/meta-data", "link-local"),
-    ("http://127.0.0.2/a.jpg", "loopback"),
-    ("http://[::1]/a.jpg", "loopback"),
-    ("http://[::ffff:10.0.0.1]/a.jpg", "private"),
-    ("http://0.0.0.0/a.jpg", "unspecified"),
-    ("http://224.0.0.1/a.jpg", "multicast"),
-    ("http://240.0.0.1/a.jpg", "reserved"),
-    ("http://100.64.0.1/a.jpg", "not globally routable"),
-    ("http://[fe80::1]/a.jpg", "link-local"),
-    ("http://[fc00::1]/a.jpg", "private"),
-])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://10.1.2.3/a.jpg", "private"),
+        ("http://192.168.0.10/a.jpg", "private"),
+        ("http://172.16.5.4/a.jpg", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://127.0.0.2/a.jpg", "loopback"),
+        ("http://[::1]/a.jpg", "loopback"),
+        ("http://[::ffff:10.0.0.1]/a.jpg", "private"),
+        ("http://0.0.0.0/a.jpg", "unspecified"),
+        ("http://224.0.0.1/a.jpg", "multicast"),
+        ("http://240.0.0.1/a.jpg", "reserved"),
+        ("http://100.64.0.1/a.jpg", "not globally routable"),
+        ("http://[fe80::1]/a.jpg", "link-local"),
+        ("http://[fc00::1]/a.jpg", "private"),
+    ],
+)
 def test_refuses_non_public_addresses(url, problem):
     refused(url, match=problem)
 
@@ -79,15 +91,18 @@ def test_loopback_needs_the_allow_list(server):
     refused(f"{server.base}/img/lfw_Rob_Lowe_0001.jpg", allow=(), match="loopback")
 
 
-@pytest.mark.parametrize("url, match", [
-    ("ftp://example.com/a.jpg", "scheme"),
-    ("file:///etc/passwd", "scheme"),
-    ("gopher://example.com/", "scheme"),
-    ("javascript:alert(1)", "scheme"),
-    ("http:///nohost", "host"),
-    ("http://user:secret@example.com/a.jpg", "credentials"),
-    ("not a url at all", "scheme"),
-])
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        ("ftp://example.com/a.jpg", "scheme"),
+        ("file:///etc/passwd", "scheme"),
+        ("gopher://example.com/", "scheme"),
+        ("javascript:alert(1)", "scheme"),
+        ("http:///nohost", "host"),
+        ("http://user:secret@example.com/a.jpg", "credentials"),
+        ("not a url at all", "scheme"),
+    ],
+)
 def test_refuses_bad_urls(url, match):
     refused(url, match=match)
 
@@ -96,14 +111,21 @@ def test_host_names_are_checked_by_what_they_resolve_to(server):
     # A public-looking name that resolves to a private address (SSRF by DNS).
     refused("http://images.example.com/a.jpg", dns={"images.example.com": ["10.0.0.7"]}, match="10.0.0.7")
     # One bad address among good ones is enough to refuse.
-    refused("http://mixed.example.com/a.jpg", dns={"mixed.example.com": ["93.184.216.34", "127.0.0.1"]},
-            allow=(), match="loopback")
+    refused(
+        "http://mixed.example.com/a.jpg",
+        dns={"mixed.example.com": ["93.184.216.34", "127.0.0.1"]},
+        allow=(),
+        match="loopback",
+    )
 
 
 def test_an_allow_listed_name_connects_to_the_checked_address(server):
     # The connection goes to the resolved address; the Host header keeps the name.
-    body = fetch(f"http://images.internal:{server.port}/echo-host", allow=("images.internal",),
-                 dns={"images.internal": ["127.0.0.1"]})
+    body = fetch(
+        f"http://images.internal:{server.port}/echo-host",
+        allow=("images.internal",),
+        dns={"images.internal": ["127.0.0.1"]},
+    )
     assert body == f"images.internal:{server.port}".encode()
 
 
@@ -139,8 +161,13 @@ def test_http_errors_are_fetch_failures(server):
 
 def test_a_dripping_server_cannot_hold_the_fetch(server):
     # Each byte arrives well within the read timeout; the whole body must not.
-    refused(f"{server.base}/drip?seconds=10&every=0.1", code="url_fetch_failed", match="longer than",
-            read_timeout_s=1.0, connect_timeout_s=0.5)
+    refused(
+        f"{server.base}/drip?seconds=10&every=0.1",
+        code="url_fetch_failed",
+        match="longer than",
+        read_timeout_s=1.0,
+        connect_timeout_s=0.5,
+    )
 
 
 def test_non_image_bodies_are_returned_for_the_decoder_to_refuse(server):

@@ -1,0 +1,451 @@
+"""Every performance comparison of the project in one run, one table at the end:
+
+  P1      POST /extract-faces over HTTP, at the best of --p1-clients, against the plain
+          insightface loop users run (det_500m + the 128-d ArcFace, one image at a
+          time, file read included; bench_face_extract.bench_plain);
+  P2      POST /v1/face-mask over HTTP against the seed-style service (bench/seed_service.py:
+          one request at a time, the same models run serially), both at --clients clients;
+  P3      every endpoint over HTTP against the same work in this process
+          (bench/endpoints.py InProcess), both at --clients requests in flight;
+  parser  the face parser's ROIs/s on ONNX Runtime (fp32, int8) against torch, and the
+          int8 masks' IoU against torch's (bench/bench_parser_runtime.py);
+  cold    `serve run`-equivalent deploy of every app in the serve config (Ray already
+          up) until every app's /ready answers 200, and each replica's RSS;
+  latency p50 / p95 per endpoint at 1 and --clients clients over HTTP.
+
+The served graph is the repo's serve_config.yaml as it is (port moved to a free one,
+`--asset` / `--parser-runtime` applied to a temporary copy), with the test stand-ins
+where production weights are absent (FACEGRAPH_ALLOW_STAND_INS=1, as scripts/serve.sh);
+the in-process references build the same models from the same copy. Every ratio comes
+from this one run, on the same images and cores; the load average is printed with it,
+since absolute numbers on a shared box are noise.
+
+    python -m bench all [--quick] [--sections parser loop inprocess seed serve]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("FACEGRAPH_ALLOW_STAND_INS", "1")  # before settings() is first read
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from bench.common import free_port, http_run, inprocess_run  # noqa: E402
+from bench.endpoints import ENDPOINTS, InProcess  # noqa: E402
+
+SECTIONS = ("parser", "loop", "inprocess", "seed", "serve")
+
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def bench_config(args, folder: Path) -> Path:
+    """The serve config as run here: a free port on 127.0.0.1, --asset and
+    --parser-runtime applied to the `models` block."""
+    import yaml
+
+    from serve_app.model_tier import MODEL_APP
+
+    doc = yaml.safe_load(Path(args.serve_config).read_text())
+    doc["http_options"] = {**doc.get("http_options", {}), "host": "127.0.0.1", "port": free_port()}
+    models = next(a for a in doc["applications"] if a["name"] == MODEL_APP)["args"]["models"]
+    for override in args.asset:
+        name, _, asset = override.partition("=")
+        models.setdefault(name, {})["asset"] = asset
+    if args.parser_runtime:
+        block = models.setdefault("SegFormerParser", {})
+        block["config"] = {**(block.get("config") or {}), "runtime": args.parser_runtime}
+    for override in args.deployment:
+        apply_override(doc, override)
+    path = folder / "serve_config.bench.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def apply_override(doc: dict, override: str) -> None:
+    """DEPLOYMENT.KEY[.KEY...]=YAML, e.g. ArcFace.autoscaling_config.min_replicas=2
+    (what-if runs for tuning serve_config.yaml)."""
+    import yaml
+
+    path, _, raw = override.partition("=")
+    name, *keys = path.split(".")
+    deployments = [d for a in doc["applications"] for d in a.get("deployments", []) if d["name"] == name]
+    if not deployments or not keys:
+        raise SystemExit(f"--deployment {override!r}: no deployment {name!r} or no key")
+    node = deployments[0]
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def requests_for(args, endpoint, clients: int) -> int:
+    n = len(endpoint.payloads())
+    return max(clients * 2, n * (1 if args.quick else args.rounds)) if clients > 1 else n
+
+
+# ---- sections ----------------------------------------------------------------------
+
+
+def section_parser(args, out: dict) -> None:
+    from bench.bench_parser_runtime import mask_ious, roi_rates
+
+    rates = roi_rates(args.parser_speed_asset, threads=os.cpu_count() or 1, max_rois=8 if args.quick else 16)
+    out["parser_rates"] = rates
+    out["parser_ious"] = {asset: mask_ious(asset, threads=os.cpu_count() or 1) for asset in args.parser_iou_assets}
+    print(f"parser done ({load()}): {rates}", flush=True)
+
+
+def section_loop(args, out: dict) -> None:
+    from bench.bench_face_extract import bench_plain, images_of
+    from serve_app.assets import resolve
+
+    ns = argparse.Namespace(
+        detector="retinaface-det-500m", recogniser="arcface-mobilefacenet-128d", rounds=1 if args.quick else args.rounds
+    )
+    rate, faces = bench_plain(images_of(resolve("test-images-photos")), ns)
+    out["loop"] = rate
+    print(f"insightface loop: {rate:.2f} images/s, {faces} faces ({load()})", flush=True)
+
+
+def section_inprocess(args, out: dict, config: Path) -> None:
+    local = InProcess(config)
+    out["inprocess"] = {}
+    for name in args.endpoints:
+        endpoint = ENDPOINTS[name]
+        payloads = endpoint.payloads()
+        work = local.work(name)
+        run = inprocess_run(
+            lambda i, work=work, payloads=payloads: work(payloads[i % len(payloads)]),
+            requests_for(args, endpoint, args.clients),
+            args.clients,
+        )
+        out["inprocess"][name] = run
+        print(f"in-process {name}: {run.rate:.2f} req/s at {args.clients} in flight ({load()})", flush=True)
+    local.close()
+
+
+def section_seed(args, out: dict, config: Path) -> None:
+    from bench.seed_service import SeedFaceMask
+    from deployments.types import Placement
+    from serve_app.model_tier import model_config, serve_config_models
+
+    blocks = serve_config_models(config)
+    built = {}
+    for name in ("LBPDetector", "SegFormerParser"):
+        cls, cfg, _ = model_config(name, blocks.get(name))
+        built[name] = cls(cfg, Placement(threads=os.cpu_count() or 1))  # a seed process uses every core
+    seed = SeedFaceMask(built["LBPDetector"], built["SegFormerParser"]).start()
+    endpoint = ENDPOINTS["face-mask"]
+    inputs = endpoint.inputs()
+    try:
+        run = http_run(
+            lambda client, i: client.post(seed.url, content=inputs[i % len(inputs)][1]),
+            requests_for(args, endpoint, args.clients),
+            args.clients,
+        )
+    finally:
+        seed.stop()
+    out["seed"] = run
+    print(f"seed-style face-mask: {run.rate:.2f} req/s at {args.clients} clients ({load()})", flush=True)
+
+
+def section_serve(args, out: dict, config: Path) -> None:
+    import ray
+    import yaml
+    from ray.serve._private import api as serve_api
+    from ray.serve._private.constants import SERVE_NAMESPACE
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # the HTTP edge, as `facegraph serve`
+    doc = yaml.safe_load(config.read_text())
+    base = f"http://127.0.0.1:{doc['http_options']['port']}"
+    start = time.perf_counter()
+    ray.init(address="local", namespace=SERVE_NAMESPACE, include_dashboard=False, log_to_driver=False)
+    out["ray_start_s"] = time.perf_counter() - start
+    try:
+        schema = ServeDeploySchema.model_validate(doc)
+        start = time.perf_counter()
+        client = serve_api.serve_start(
+            http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+        )
+        client.deploy_apps(schema, _blocking=False)
+        out["cold_start_s"] = (
+            wait_ready(base, [e.ready for e in ENDPOINTS.values()] + ["/healthz"], args.ready_timeout) - start
+        )
+        print(f"all apps ready {out['cold_start_s']:.1f} s after deploy ({load()})", flush=True)
+        procs = serve_processes()
+        out["rss_ready"] = replica_rss(procs)
+        out["http"], out["cpu"] = {}, {}
+        for name in args.endpoints:
+            endpoint = ENDPOINTS[name]
+            payloads = endpoint.payloads()
+
+            def send(client, i, endpoint=endpoint, payloads=payloads):
+                return endpoint.send(client, base, payloads[i % len(payloads)])
+
+            counts = sorted({1, args.clients, *(args.p1_clients if name == "extract-faces" else ())})
+            out["http"][name] = {}
+            for c in counts:
+                n = requests_for(args, endpoint, c)
+                run, cores = measured(procs, lambda c=c, n=n, send=send: http_run(send, n, c))
+                out["http"][name][c] = run
+                if c == args.clients:
+                    out["cpu"][name] = cores
+            shown = ", ".join(f"{c}: {r.rate:.2f}" for c, r in out["http"][name].items())
+            print(f"HTTP {name} req/s by clients {{{shown}}} ({load()})", flush=True)
+        out["rss_loaded"] = replica_rss(serve_processes())
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_ready(base: str, routes: list[str], timeout_s: float) -> float:
+    """perf_counter when every route answered 200 (polled every 0.25 s)."""
+    import httpx
+
+    pending, deadline = set(routes), time.perf_counter() + timeout_s
+    with httpx.Client(timeout=5) as client:
+        while pending:
+            for route in sorted(pending):
+                try:
+                    if client.get(base + route).status_code == 200:
+                        pending.discard(route)
+                except httpx.HTTPError:
+                    pass
+            if not pending:
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"not ready after {timeout_s:g} s: {sorted(pending)}")
+            time.sleep(0.25)
+    return time.perf_counter()
+
+
+def serve_processes() -> dict[int, str]:
+    """{pid: name} of the Serve processes this run started (descendants of this
+    process: other Ray clusters on the box are not counted); names like
+    ServeReplica:models:ArcFace, ProxyActor, ServeController."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = {}, list(children.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            title = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        # A replica's title carries the method it is running: keep app and deployment.
+        match = re.match(r"ray::(ServeReplica:[^:.]+:[^:.\s]+|ProxyActor|ServeController)", title)
+        if match:
+            found[pid] = match.group(1)
+    return found
+
+
+def _named(procs: dict[int, str], values: dict[int, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pid, value in values.items():
+        key = procs[pid]
+        while key in out:  # a second replica of the same deployment
+            key += "'"
+        out[key] = value
+    return out
+
+
+def replica_rss(procs: dict[int, str]) -> dict[str, float]:
+    """{process name: RSS MiB}."""
+    values = {}
+    for pid in procs:
+        try:
+            status = (Path("/proc") / str(pid) / "status").read_text()
+        except OSError:
+            continue
+        values[pid] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+    return _named(procs, values)
+
+
+def cpu_seconds(procs: dict[int, str]) -> dict[int, float]:
+    """{pid: user + system CPU seconds so far}."""
+    tick, values = os.sysconf("SC_CLK_TCK"), {}
+    for pid in procs:
+        try:
+            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        values[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return values
+
+
+def measured(procs: dict[int, str], run):
+    """(run(), {process name: cores it used during the run})."""
+    before, start = cpu_seconds(procs), time.perf_counter()
+    result = run()
+    wall, after = time.perf_counter() - start, cpu_seconds(procs)
+    return result, _named(procs, {pid: (after[pid] - before[pid]) / wall for pid in after if pid in before})
+
+
+# ---- the table ----------------------------------------------------------------------
+
+
+def ratio_rows(args, out: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    http = out.get("http", {})
+    if "loop" in out and "extract-faces" in http:
+        best = max(http["extract-faces"].items(), key=lambda cr: cr[1].rate)
+        rows.append(
+            (
+                f"P1 /extract-faces HTTP (best: {best[0]} clients) / insightface loop",
+                f"{best[1].rate / out['loop']:.2f}x",
+                ">= 1.3",
+            )
+        )
+    if "seed" in out and "face-mask" in http:
+        rows.append(
+            (
+                f"P2 /v1/face-mask HTTP / seed-style serial service, {args.clients} clients",
+                f"{http['face-mask'][args.clients].rate / out['seed'].rate:.2f}x",
+                ">= 1.0",
+            )
+        )
+    for name, run in out.get("inprocess", {}).items():
+        if name in http:
+            rows.append(
+                (
+                    f"P3 {name}: HTTP / in-process, {args.clients} in flight",
+                    f"{http[name][args.clients].rate / run.rate:.2f}x",
+                    ">= 0.9",
+                )
+            )
+    rates = out.get("parser_rates", {})
+    for runtime in ("onnx", "onnx-int8"):
+        if runtime in rates:
+            rows.append(
+                (
+                    f"parser {runtime} / torch ROI/s ({args.parser_speed_asset})",
+                    f"{rates[runtime] / rates['torch']:.2f}x",
+                    ">= 1.5" if runtime == "onnx-int8" else "",
+                )
+            )
+    for asset, ious in out.get("parser_ious", {}).items():
+        for runtime, values in ious.items():
+            rows.append(
+                (
+                    f"parser {runtime} face-mask IoU vs torch ({asset}), min / mean",
+                    f"{min(values):.4f} / {sum(values) / len(values):.4f}",
+                    ">= 0.98",
+                )
+            )
+    if "cold_start_s" in out:
+        rows.append(("cold start: deploy -> every /ready 200", f"{out['cold_start_s']:.1f} s", "<= 30 s"))
+    return rows
+
+
+def print_table(args, out: dict) -> None:
+    print(f"\n== FaceGraph bench, {os.cpu_count()} CPUs, {load()}")
+    print(f"{'comparison':72s} {'measured':>18s}  target")
+    for name, value, target in ratio_rows(args, out):
+        print(f"{name:72s} {value:>18s}  {target}")
+    if out.get("http"):
+        print(f"\n{'endpoint (HTTP)':20s} {'clients':>7s} {'req/s':>8s} {'p50 ms':>9s} {'p95 ms':>9s}")
+        for name, runs in out["http"].items():
+            for clients, run in runs.items():
+                print(f"{name:20s} {clients:7d} {run.rate:8.2f} {run.p50:9.0f} {run.p95:9.0f}")
+    if out.get("inprocess"):
+        print(f"\n{'endpoint (in-process)':20s} {'flight':>7s} {'req/s':>8s} {'p50 ms':>9s} {'p95 ms':>9s}")
+        for name, run in out["inprocess"].items():
+            print(f"{name:20s} {args.clients:7d} {run.rate:8.2f} {run.p50:9.0f} {run.p95:9.0f}")
+    extra = [
+        ("insightface loop (images/s)", out.get("loop")),
+        ("seed-style face-mask (req/s)", out["seed"].rate if "seed" in out else None),
+        ("ray start (s)", out.get("ray_start_s")),
+    ]
+    for name, value in extra:
+        if value is not None:
+            print(f"{name:40s} {value:8.2f}")
+    if out.get("parser_rates"):
+        print("parser ROI/s: " + ", ".join(f"{k} {v:.2f}" for k, v in out["parser_rates"].items()))
+    for name, cores in out.get("cpu", {}).items():
+        busy = sorted(((v, k) for k, v in cores.items() if v >= 0.02), reverse=True)
+        print(
+            f"\ncores used during HTTP {name} at {args.clients} clients (of {os.cpu_count()}; "
+            f"sum {sum(cores.values()):.2f}): " + ", ".join(f"{k} {v:.2f}" for v, k in busy)
+        )
+    for key, label in (("rss_ready", "RSS MiB per process, all apps ready"), ("rss_loaded", "after the HTTP runs")):
+        if out.get(key):
+            print(f"\n{label}:")
+            for title, mib in sorted(out[key].items()):
+                print(f"  {title:60s} {mib:7.0f}")
+            print(f"  {'total':60s} {sum(out[key].values()):7.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serve_app.settings import REPO_ROOT
+
+    ap = argparse.ArgumentParser(
+        prog="python -m bench all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    ap.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=list(ENDPOINTS))
+    ap.add_argument("--serve-config", default=str(REPO_ROOT / "serve_config.yaml"))
+    ap.add_argument("--asset", action="append", default=[], metavar="MODEL=ASSET", help="weights override")
+    ap.add_argument(
+        "--parser-runtime",
+        choices=("torch", "onnx", "onnx-int8"),
+        default=None,
+        help="SegFormerParser runtime for the served and in-process graphs (default: the config's)",
+    )
+    ap.add_argument(
+        "--deployment",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="a deployment option of the served config, e.g. ArcFace.autoscaling_config.min_replicas=2",
+    )
+    ap.add_argument("--parser-speed-asset", default="segformer-parser-b5-random")
+    ap.add_argument("--parser-iou-assets", nargs="+", default=["face-parser-unet-small", "segformer-parser-tiny"])
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--p1-clients", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--rounds", type=int, default=2, help="passes over each endpoint's images at --clients")
+    ap.add_argument("--ready-timeout", type=float, default=300)
+    ap.add_argument("--quick", action="store_true", help="one pass, fewer ROIs: a smoke run, not a measurement")
+    args = ap.parse_args(argv)
+    print(f"start: {load()}", flush=True)
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="facegraph_bench_") as tmp:
+        config = bench_config(args, Path(tmp))
+        steps = {
+            "parser": lambda: section_parser(args, out),
+            "loop": lambda: section_loop(args, out),
+            "inprocess": lambda: section_inprocess(args, out, config),
+            "seed": lambda: section_seed(args, out, config),
+            "serve": lambda: section_serve(args, out, config),
+        }
+        for name in SECTIONS:
+            if name in args.sections:
+                steps[name]()
+                gc.collect()  # the in-process models go before the served ones start
+    print_table(args, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

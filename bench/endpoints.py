@@ -1,0 +1,264 @@
+"""Every endpoint, two ways, for the benchmarks: an HTTP request to the served graph,
+and the same work in this process (decode, the pipeline with the models behind
+LocalBatcher, the ingress's own response building) without HTTP, Serve or Ray.
+
+The in-process side is what the ingress does minus the transport: the same pipeline
+function, the same response builder, the same model classes and configs (from the serve
+config's `models` block, as the batch jobs build them), so HTTP / in-process is the
+cost of serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUFFIXES = (".jpg", ".jpeg", ".png")
+# Photos with the most faces (the 100-face selfie, the audience) make one request of
+# the 3D and mask endpoints take tens of seconds on 2 cores; they stay in extract-faces.
+CROWDS = ("facedet1mb_worlds_largest_selfie.jpg", "ultralight_audience_profiles_24.jpg")
+
+
+@dataclass
+class Endpoint:
+    name: str  # as the tables print it
+    app: str  # the Serve application (serve_config.yaml)
+    route: str  # POST route
+    ready: str  # GET route answering 200 once its models answer
+    images: str  # asset folder of inputs
+    skip: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # these inputs only, when given (the slowest endpoint)
+    json_body: bool = False  # extract-faces: JSON with base64 images; the others: multipart
+    form: dict[str, str] = field(default_factory=dict)
+
+    def inputs(self) -> list[tuple[str, bytes]]:
+        from serve_app.assets import resolve
+
+        folder = resolve(self.images)
+        inputs = [
+            (p.name, p.read_bytes())
+            for p in sorted(folder.iterdir())
+            if p.suffix.lower() in SUFFIXES and p.name not in self.skip
+        ]
+        return [i for i in inputs if i[0] in self.only] if self.only else inputs
+
+    def payloads(self) -> list[Any]:
+        """What one request sends, per input: prepared once, outside the clock."""
+        if self.json_body:
+            return [
+                {"images": [{"image_base64": base64.b64encode(data).decode()}], "min_face_size": 0}
+                for _, data in self.inputs()
+            ]
+        return self.inputs()
+
+    def send(self, client, base: str, payload):
+        if self.json_body:
+            return client.post(base + self.route, json=payload)
+        name, data = payload
+        return client.post(base + self.route, files={"image": (name, data)}, data=self.form)
+
+
+ENDPOINTS = {
+    "extract-faces": Endpoint(
+        "extract-faces", "face_extract", "/extract-faces", "/ready", "test-images-photos", json_body=True
+    ),
+    "face-mask": Endpoint(
+        "face-mask",
+        "face_mask",
+        "/v1/face-mask",
+        "/v1/face-mask/ready",
+        "test-images-cartoon",
+        form={"outputs": "mask,rgba,overlay"},
+    ),
+    "face-mask-sam2": Endpoint(
+        "face-mask-sam2",
+        "face_mask_sam2",
+        "/v1/face-mask-sam2",
+        "/v1/face-mask-sam2/ready",
+        "test-images-photos",
+        CROWDS,
+        form={"outputs": "mask,rgba,overlay"},
+    ),
+    "mask-augment": Endpoint(
+        "mask-augment",
+        "mask_augment",
+        "/v1/mask-augment",
+        "/v1/mask-augment/ready",
+        "test-images-photos",
+        CROWDS,
+        form={"outputs": "masked,crops", "seed": "7"},
+    ),
+    # Seconds of CPU per face on 2 cores (1024-texel textures, 512-pixel renders): four
+    # photos with none to two faces.
+    "anonymize": Endpoint(
+        "anonymize",
+        "anonymize",
+        "/v1/anonymize",
+        "/v1/anonymize/ready",
+        "test-images-photos",
+        only=("3ddfa_JianzhuGuo.jpg", "3ddfa_trump_hillary.jpg", "lfw_Rob_Lowe_0001.jpg", "dlib_dogs_noface.jpg"),
+        form={"outputs": "anonymized,segmented,renders"},
+    ),
+}
+
+
+class InProcess:
+    """The model tier in this process: each model of the serve config built once (its
+    asset and config), `threads` threads, behind a LocalBatcher capped at the
+    deployment's max_batch_size; and each endpoint's work as `async fn(payload)`."""
+
+    def __init__(self, serve_config: Path, threads: int | None = None):
+        self.serve_config = serve_config
+        self.threads = threads or os.cpu_count() or 1
+        self._models: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}
+
+    def model(self, name: str):
+        from deployments.serving import LocalBatcher
+        from deployments.types import Placement
+        from serve_app.model_tier import model_config, serve_config_models
+
+        if name not in self._models:
+            cls, cfg, _ = model_config(name, serve_config_models(self.serve_config).get(name))
+            self._models[name] = LocalBatcher(
+                cls(cfg, Placement(threads=self.threads)), max_batch_size=max_batch_size(self.serve_config, name)
+            )
+        return self._models[name]
+
+    def models(self, spec) -> dict[str, Any]:
+        return {key: self.model(name) for key, name in spec.models.items()}
+
+    def close(self) -> None:
+        for batcher in self._models.values():
+            getattr(batcher.model, "close", lambda: None)()
+        self._models.clear()
+
+    def work(self, endpoint: str) -> Callable[[Any], Awaitable[Any]]:
+        return getattr(self, "_" + endpoint.replace("-", "_"))()
+
+    def _extract_faces(self):
+        from serve_app.apps.face_extract import build_response
+        from serve_app.imaging import decode_base64, decode_image
+        from serve_app.model_tier import recogniser_threshold
+        from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces
+
+        models = self.models(SPEC)
+        threshold = recogniser_threshold(serve_config_model_weights(self.serve_config, "ArcFace"))
+
+        async def run(payload):
+            params = FaceExtractParams(min_face_size=payload["min_face_size"])
+            # The ingress's loader without its limits: base64 and image decode in a thread.
+            loaders = [
+                _loader(lambda text=e["image_base64"]: decode_image(decode_base64(text))) for e in payload["images"]
+            ]
+            result = await extract_faces(loaders, params, **models, default_threshold=threshold)
+            return await asyncio.to_thread(build_response, result, "bench", 0.0)
+
+        return run
+
+    def _mask(self, params, pipeline, outputs: str):
+        from serve_app.imaging import decode_image
+        from serve_app.mask_outputs import encode_outputs
+
+        wanted = frozenset(outputs.split(","))
+
+        async def run(payload):
+            _, data = payload
+            rgb = await asyncio.to_thread(decode_image, data)
+            result = await pipeline(rgb, params)
+            return await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
+
+        return run
+
+    def _face_mask(self):
+        from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
+
+        models = self.models(SPEC)
+        form = ENDPOINTS["face-mask"].form
+        return self._mask(FaceMaskParams(), lambda rgb, p: face_mask(rgb, p, **models), form["outputs"])
+
+    def _face_mask_sam2(self):
+        from serve_app.pipelines.face_mask_sam2 import SPEC, FaceMaskSam2Params, face_mask_sam2
+        from serve_app.sam2_client import Sam2Client
+        from serve_app.sam2_config import Sam2Config
+
+        models = self.models(SPEC)
+        sam2 = Sam2Client(Sam2Config(url=""))  # as served here: no SAM2 service, polygon masks
+        form = ENDPOINTS["face-mask-sam2"].form
+        return self._mask(
+            FaceMaskSam2Params(), lambda rgb, p: face_mask_sam2(rgb, p, sam2=sam2, **models), form["outputs"]
+        )
+
+    def _mask_augment(self):
+        from serve_app.apps.mask_augment import build_response
+        from serve_app.imaging import decode_image
+        from serve_app.pipelines.mask_augment import SPEC, MaskAugmentParams, mask_augment
+
+        models = self.models(SPEC)
+        form = ENDPOINTS["mask-augment"].form
+        wanted, params = frozenset(form["outputs"].split(",")), MaskAugmentParams(seed=int(form["seed"]))
+
+        async def run(payload):
+            rgb = await asyncio.to_thread(decode_image, payload[1])
+            result = await mask_augment(rgb, params, params.seed, **models)
+            return await asyncio.to_thread(build_response, result, wanted, "bench")
+
+        return run
+
+    def _anonymize(self):
+        from serve_app.apps.anonymize import build_response
+        from serve_app.imaging import decode_image
+        from serve_app.model_tier import morphable_model
+        from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize
+
+        models = self.models(SPEC)
+        bfm, description = morphable_model(anonymize_asset(self.serve_config))
+        wanted, params = frozenset(ENDPOINTS["anonymize"].form["outputs"].split(",")), AnonymizeParams()
+
+        async def run(payload):
+            rgb = await asyncio.to_thread(decode_image, payload[1])
+            result = await anonymize(rgb, params, bfm, frontal="renders" in wanted, **models)
+            return await asyncio.to_thread(build_response, result, wanted, "bench", bfm, description)
+
+        return run
+
+
+def _loader(decode):
+    async def load():
+        return await asyncio.to_thread(decode)
+
+    return load
+
+
+def _app_block(serve_config: Path, app: str) -> dict:
+    import yaml
+
+    doc = yaml.safe_load(Path(serve_config).read_text())
+    return next(a for a in doc["applications"] if a["name"] == app)
+
+
+def max_batch_size(serve_config: Path, model: str) -> int:
+    from serve_app.model_tier import MODEL_APP
+
+    for deployment in _app_block(serve_config, MODEL_APP).get("deployments", []):
+        if deployment["name"] == model:
+            return int((deployment.get("user_config") or {}).get("max_batch_size", 8))
+    return 8
+
+
+def serve_config_model_weights(serve_config: Path, model: str) -> str:
+    """The weights a model of the serve config really serves (a stand-in where allowed)."""
+    from serve_app.model_tier import model_config, serve_config_models
+
+    return model_config(model, serve_config_models(serve_config).get(model))[2]
+
+
+def anonymize_asset(serve_config: Path) -> str:
+    from serve_app.model_tier import MORPHABLE_MODEL
+
+    return (_app_block(serve_config, "anonymize").get("args") or {}).get("morphable_model_asset", MORPHABLE_MODEL)

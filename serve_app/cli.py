@@ -1,0 +1,130 @@
+"""The `facegraph` command (pyproject.toml [project.scripts]): one entry point for what
+the repo's scripts and modules do.
+
+    facegraph serve [--config serve_config.yaml] [--no-fetch] [serve run options]
+    facegraph batch <job> --input DIR --output OUT ...     (python -m serve_app.batch)
+    facegraph assets fetch|list ...                        (python -m serve_app.assets)
+    facegraph bench --list | facegraph bench <name> [its options]   (bench/*.py)
+
+scripts/serve.sh is `scripts/setup.sh test` and then `facegraph serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def benchmarks() -> dict[str, tuple[str, str]]:
+    """{name: (module, first docstring line)} for every runnable script in bench/: a
+    file with a `__main__` block (bench/__main__.py aside); the name drops a `bench_` prefix."""
+    found = {}
+    for path in sorted(BENCH.glob("*.py")):
+        text = path.read_text()
+        if path.stem.startswith("_") or 'if __name__ == "__main__"' not in text:
+            continue
+        doc = (ast.get_docstring(ast.parse(text)) or "").strip().splitlines()
+        found[path.stem.removeprefix("bench_")] = (f"bench.{path.stem}", doc[0] if doc else "")
+    return found
+
+
+def serve(args: argparse.Namespace, rest: list[str]) -> int:
+    """What scripts/serve.sh does after setup: production weights where they can be had,
+    test stand-ins (with a warning) where not, then `serve run` of the config."""
+    from serve_app import assets
+
+    if not args.no_fetch:
+        mirror = os.environ.get("FACEGRAPH_ASSETS_MIRROR")
+        if assets.main(["fetch", "--set", "production", *(["--mirror", mirror] if mirror else [])]):
+            print(
+                "WARNING: some production assets are missing; serving their test stand-ins "
+                "(random SegFormer weights: masks are not meaningful).",
+                file=sys.stderr,
+            )
+    os.environ.setdefault("FACEGRAPH_ALLOW_STAND_INS", "1")
+    # The HTTP edge in every Serve proxy (serve_app/edge.py): read by the proxy
+    # processes, so it must be in the environment Ray starts with.
+    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    # Local single-user cluster: no token auth on the dashboard (Ray 2.60 turns it on by default).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    serve_cli = Path(sys.executable).with_name("serve")
+    command = [str(serve_cli), "run", str(args.config), *rest]
+    os.execv(command[0], command)  # Ctrl-C reaches `serve run` itself
+    return 0  # not reached
+
+
+def bench(args: argparse.Namespace, rest: list[str]) -> int:
+    found = benchmarks()
+    if args.list or not args.name:
+        for name, (_, doc) in found.items():
+            print(f"{name:20} {doc}")
+        return 0
+    if args.name not in found:
+        print(f"facegraph bench: no benchmark {args.name!r}; `facegraph bench --list` names them", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, "-m", found[args.name][0], *rest], cwd=ROOT)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="facegraph", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser(
+        "serve",
+        help="serve every app of a serve config on a local Ray cluster (HTTP :8000)",
+        description="Fetch the production assets (stand-ins where missing), then `serve run` the "
+        "config. Options this command does not know go to `serve run`.",
+    )
+    s.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "serve_config.yaml",
+        help="serve config [default: %(default)s; serve_config.gpu.yaml on a GPU]",
+    )
+    s.add_argument("--no-fetch", action="store_true", help="skip the asset fetch (an image has them baked in)")
+    # batch and assets keep their own parsers: everything after the word is theirs.
+    sub.add_parser("batch", help="offline batch jobs on Ray Data (facegraph batch --help)", add_help=False)
+    sub.add_parser("assets", help="fetch or list the manifest's assets (facegraph assets --help)", add_help=False)
+    b = sub.add_parser(
+        "bench",
+        help="run a benchmark from bench/ (facegraph bench --list)",
+        description="Run bench/<name>.py; options after the name go to it.",
+    )
+    b.add_argument("--list", action="store_true", help="list the benchmarks")
+    b.add_argument("name", nargs="?", help="a benchmark, as --list names it")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "batch":
+        from serve_app.batch import main as batch_main
+
+        logging.basicConfig(level=logging.WARNING)  # as `python -m serve_app.batch`
+        return batch_main(argv[1:])
+    if argv and argv[0] == "assets":
+        from serve_app.assets import main as assets_main
+
+        return assets_main(argv[1:])
+    if len(argv) > 1 and argv[0] == "bench" and not argv[1].startswith("-"):
+        # Everything after the benchmark's name is its own (its --help included).
+        return bench(argparse.Namespace(list=False, name=argv[1]), argv[2:])
+    args, rest = parser().parse_known_args(argv)
+    if args.command == "serve":
+        return serve(args, rest)
+    return bench(args, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

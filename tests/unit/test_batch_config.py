@@ -1,0 +1,99 @@
+"""Configuration mistakes in a batch job stop it before any work (before Ray starts)
+with one line naming the problem and the fix, never a traceback."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from serve_app.batch import main
+from serve_app.settings import REPO_ROOT, settings
+
+SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
+TEST_WEIGHTS = ["--asset", "RetinaFace=retinaface-det-500m", "--asset", "ArcFace=arcface-mobilefacenet-128d"]
+
+
+@pytest.fixture
+def env(monkeypatch):
+    def set_env(**values):
+        for k, v in values.items():
+            monkeypatch.setenv(k, str(v))
+        settings.cache_clear()
+
+    yield set_env
+    settings.cache_clear()
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"not really")
+    return tmp_path
+
+
+def one_line_error(folder: Path, *extra: str, job: str = "face-extract") -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([job, "--input", str(folder / "in"), "--output", str(folder / "out"), *extra])
+    message = str(stop.value.code)
+    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("job", ["face-extract", "anonymize", "face-mask"])
+def test_a_fresh_machine_gets_one_line_naming_the_fetch_and_the_stand_in(env, folder, tmp_path, job):
+    """No weights anywhere and stand-ins not allowed (the default outside scripts/serve.sh):
+    the fetch command, and where the missing asset has a test stand-in, how to allow it
+    (the production recogniser has one; face-mask's LBP cascade is its own test asset)."""
+    from serve_app.assets import load_manifest
+
+    env(FACEGRAPH_ASSETS_CACHE=tmp_path / "empty", FACEGRAPH_ASSETS_DIR="", FACEGRAPH_ALLOW_STAND_INS=0)
+    message = one_line_error(folder, job=job)
+    assert "python -m serve_app.assets fetch --set production" in message
+    missing = re.search(r"asset '([^']+)'", message).group(1)
+    assert ("FACEGRAPH_ALLOW_STAND_INS=1" in message) == bool(load_manifest()[missing].stand_in), message
+    if job == "face-extract":  # both of its production models have a test stand-in
+        assert "; or run on its test stand-in " in message
+
+
+def test_with_stand_ins_allowed_a_missing_stand_in_names_its_fetch(env, folder, tmp_path):
+    env(FACEGRAPH_ASSETS_CACHE=tmp_path / "empty", FACEGRAPH_ASSETS_DIR="", FACEGRAPH_ALLOW_STAND_INS=1)
+    assert "fetch --set test" in one_line_error(folder)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (None, "no such file"),
+        ("applications: [\n  - {name: models\n", "is not valid YAML"),
+        ("applications: []\n", "has no 'models' application"),
+        (
+            "applications:\n  - name: models\n    args: {models: {RetinaFace: {asset: x, bogus: 1}}}\n",
+            "a model block is wrong: bogus",
+        ),
+        (
+            "applications:\n  - name: models\n    args: {models: {RetinaFace: {config: {bogus: 1}}}}\n",
+            "RetinaFace: its config",
+        ),
+        (
+            "applications:\n  - name: models\n    args: {models: {RetinaFace: {config: {det_size: 300}}}}\n",
+            "det_size must be a positive multiple of 32, got 300",
+        ),
+    ],
+)
+def test_a_bad_serve_config_is_one_line(folder, config, expected):
+    path = folder / "serve_config.yaml"
+    if config is not None:
+        path.write_text(config)
+    assert expected in one_line_error(folder, "--serve-config", str(path), *TEST_WEIGHTS)
+
+
+def test_bad_options_are_one_line(folder):
+    assert "no model 'Nope'" in one_line_error(folder, "--asset", "Nope=x", *TEST_WEIGHTS)
+    assert "takes MODEL=ASSET" in one_line_error(folder, "--asset", "RetinaFace", *TEST_WEIGHTS)
+    assert "unknown asset 'nope'" in one_line_error(
+        folder, "--asset", "RetinaFace=nope", "--asset", "ArcFace=arcface-mobilefacenet-128d"
+    )
+    (folder / "file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main(["face-extract", "--input", str(folder / "in"), "--output", str(folder / "file" / "out"), *TEST_WEIGHTS])
+    assert str(stop.value.code).startswith("error: --output ")
