@@ -198,9 +198,11 @@ def embed(asset):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="KNOWN GAP (issue 9 evidence): with the assembled morphable model (approximate dense identity "
-    "basis) and the photo's own re-baked texture, the morph to the mean face keeps ArcFace identity: mean "
-    "cosine 0.92 against a same-person level of 0.75. Strict: it fails loudly once anonymisation works.",
+    reason="KNOWN GAP (issue 9 evidence): the anonymised face keeps ArcFace identity: mean cosine 0.92 against "
+    "a same-person level of 0.75. Not the morph's basis: TDDFA's identity moves vertices ~0.5 % of the face "
+    "(the exact landmark basis too), and alpha=0 (no morph) scores the same 0.92; the identity is in the "
+    "re-baked photo texture and the photo's own eyes and mouth, composited back through the cut-out (without "
+    "them: mean 0.34). Strict: it fails loudly once anonymisation works.",
 )
 def test_anonymisation_changes_identity(run, models, load, embed):
     detector = models["detect"].model
