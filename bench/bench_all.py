@@ -2,25 +2,27 @@
 
   P1      POST /extract-faces over HTTP, at the best of --p1-clients, against the plain
           insightface loop users run (det_500m + the 128-d ArcFace, one image at a
-          time, file read included; bench_face_extract.bench_plain);
+          time, file read included; bench_face_extract.PlainLoop);
   P2      POST /v1/face-mask over HTTP against the seed-style service (bench/seed_service.py:
           one request at a time, the same models run serially), both at --clients clients;
   P3      every endpoint over HTTP against the same work in this process
           (bench/endpoints.py InProcess), both at --clients requests in flight;
   parser  the face parser's ROIs/s on ONNX Runtime (fp32, int8) against torch, and the
-          int8 masks' IoU against torch's (bench/bench_parser_runtime.py);
+          ONNX masks' IoU against torch's (bench/bench_parser_runtime.py);
   cold    `serve run`-equivalent deploy of every app in the serve config (Ray already
           up) until every app's /ready answers 200, and each replica's RSS;
-  latency p50 / p95 per endpoint at 1 and --clients clients over HTTP.
+  latency p50 / p95 per endpoint at 1 and --clients clients over HTTP, and the cores
+          each Serve process used at --clients clients (where the time goes).
 
-The served graph is the repo's serve_config.yaml as it is (port moved to a free one,
-`--asset` / `--parser-runtime` applied to a temporary copy), with the test stand-ins
-where production weights are absent (FACEGRAPH_ALLOW_STAND_INS=1, as scripts/serve.sh);
-the in-process references build the same models from the same copy. Every ratio comes
-from this one run, on the same images and cores; the load average is printed with it,
-since absolute numbers on a shared box are noise.
+The two sides of every ratio take turns (--rounds rounds of: a pass over the endpoint's
+images on one side, then on the other), so a load that comes and goes on a shared box
+hits both alike; the load average is printed with the table. The served graph is the
+repo's serve_config.yaml as it is (port moved to a free one; --asset, --parser-runtime and
+--deployment applied to a temporary copy), with the test stand-ins where production
+weights are absent (FACEGRAPH_ALLOW_STAND_INS=1, as scripts/serve.sh); the in-process
+references build the same models from the same copy.
 
-    python -m bench all [--quick] [--sections parser loop inprocess seed serve]
+    python -m bench all [--quick] [--sections parser graph] [--endpoints extract-faces ...]
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("FACEGRAPH_ALLOW_STAND_INS", "1")  # before settings() is first read
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from bench.common import free_port, http_run, inprocess_run  # noqa: E402
+from bench.common import Run, free_port, http_run, inprocess_run  # noqa: E402
 from bench.endpoints import ENDPOINTS, InProcess  # noqa: E402
 
-SECTIONS = ("parser", "loop", "inprocess", "seed", "serve")
+SECTIONS = ("parser", "graph")
 
 
 def load() -> str:
@@ -88,11 +90,6 @@ def apply_override(doc: dict, override: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw)
 
 
-def requests_for(args, endpoint, clients: int) -> int:
-    n = len(endpoint.payloads())
-    return max(clients * 2, n * (1 if args.quick else args.rounds)) if clients > 1 else n
-
-
 # ---- sections ----------------------------------------------------------------------
 
 
@@ -105,36 +102,79 @@ def section_parser(args, out: dict) -> None:
     print(f"parser done ({load()}): {rates}", flush=True)
 
 
-def section_loop(args, out: dict) -> None:
-    from bench.bench_face_extract import bench_plain, images_of
+class Side:
+    """One side of a comparison: `run(n)` does n requests' work and returns their
+    latencies (ms); the side adds up items, wall time and latencies over its turns."""
+
+    def __init__(self, run):
+        self.run, self.items, self.seconds, self.latencies = run, 0, 0.0, []
+
+    def turn(self, n: int) -> None:
+        start = time.perf_counter()
+        self.latencies += self.run(n)
+        self.seconds += time.perf_counter() - start
+        self.items += n
+
+    def result(self) -> Run:
+        return Run(self.items / self.seconds, self.latencies)
+
+
+def take_turns(sides: dict[str, Side], n: int, rounds: int, procs=None, watch: str | None = None):
+    """Every side does n requests per round, in turn, `rounds` times. With `watch`,
+    also {process name: cores used} while that side ran."""
+    used: dict[int, float] = {}
+    wall = 0.0
+    for side in sides.values():
+        side.run(1)  # warm-up, not counted: first calls allocate, load lazily, fill caches
+    for _ in range(rounds):
+        for name, side in sides.items():
+            if procs and name == watch:
+                before, start = cpu_seconds(procs), time.perf_counter()
+                side.turn(n)
+                wall += time.perf_counter() - start
+                after = cpu_seconds(procs)
+                for pid in after:
+                    used[pid] = used.get(pid, 0.0) + after[pid] - before.get(pid, after[pid])
+            else:
+                side.turn(n)
+    cores = _named(procs, {pid: v / wall for pid, v in used.items()}) if procs and wall else {}
+    return {name: side.result() for name, side in sides.items()}, cores
+
+
+def http_side(send, clients: int) -> Side:
+    def run(n: int) -> list[float]:
+        return http_run(send, n, clients, warmup=False).latencies_ms
+
+    return Side(run)
+
+
+def inprocess_side(work, payloads, concurrency: int) -> Side:
+    def run(n: int) -> list[float]:
+        return inprocess_run(lambda i: work(payloads[i % len(payloads)]), n, concurrency, warmup=False).latencies_ms
+
+    return Side(run)
+
+
+def loop_side() -> Side:
+    from bench.bench_face_extract import PlainLoop, images_of
     from serve_app.assets import resolve
 
-    ns = argparse.Namespace(
-        detector="retinaface-det-500m", recogniser="arcface-mobilefacenet-128d", rounds=1 if args.quick else args.rounds
-    )
-    rate, faces = bench_plain(images_of(resolve("test-images-photos")), ns)
-    out["loop"] = rate
-    print(f"insightface loop: {rate:.2f} images/s, {faces} faces ({load()})", flush=True)
+    loop = PlainLoop("retinaface-det-500m", "arcface-mobilefacenet-128d")
+    paths = images_of(resolve("test-images-photos"))
+
+    def run(n: int) -> list[float]:
+        latencies = []
+        for i in range(n):
+            start = time.perf_counter()
+            loop.run([paths[i % len(paths)]])
+            latencies.append((time.perf_counter() - start) * 1000)
+        return latencies
+
+    return Side(run)
 
 
-def section_inprocess(args, out: dict, config: Path) -> None:
-    local = InProcess(config)
-    out["inprocess"] = {}
-    for name in args.endpoints:
-        endpoint = ENDPOINTS[name]
-        payloads = endpoint.payloads()
-        work = local.work(name)
-        run = inprocess_run(
-            lambda i, work=work, payloads=payloads: work(payloads[i % len(payloads)]),
-            requests_for(args, endpoint, args.clients),
-            args.clients,
-        )
-        out["inprocess"][name] = run
-        print(f"in-process {name}: {run.rate:.2f} req/s at {args.clients} in flight ({load()})", flush=True)
-    local.close()
-
-
-def section_seed(args, out: dict, config: Path) -> None:
+def seed_side(config: Path, clients: int):
+    """The seed-style service started in this process, as a Side, and the service."""
     from bench.seed_service import SeedFaceMask
     from deployments.types import Placement
     from serve_app.model_tier import model_config, serve_config_models
@@ -145,21 +185,11 @@ def section_seed(args, out: dict, config: Path) -> None:
         cls, cfg, _ = model_config(name, blocks.get(name))
         built[name] = cls(cfg, Placement(threads=os.cpu_count() or 1))  # a seed process uses every core
     seed = SeedFaceMask(built["LBPDetector"], built["SegFormerParser"]).start()
-    endpoint = ENDPOINTS["face-mask"]
-    inputs = endpoint.inputs()
-    try:
-        run = http_run(
-            lambda client, i: client.post(seed.url, content=inputs[i % len(inputs)][1]),
-            requests_for(args, endpoint, args.clients),
-            args.clients,
-        )
-    finally:
-        seed.stop()
-    out["seed"] = run
-    print(f"seed-style face-mask: {run.rate:.2f} req/s at {args.clients} clients ({load()})", flush=True)
+    inputs = ENDPOINTS["face-mask"].inputs()
+    return http_side(lambda client, i: client.post(seed.url, content=inputs[i % len(inputs)][1]), clients), seed
 
 
-def section_serve(args, out: dict, config: Path) -> None:
+def section_graph(args, out: dict, config: Path) -> None:
     import ray
     import yaml
     from ray.serve._private import api as serve_api
@@ -174,6 +204,7 @@ def section_serve(args, out: dict, config: Path) -> None:
     start = time.perf_counter()
     ray.init(address="local", namespace=SERVE_NAMESPACE, include_dashboard=False, log_to_driver=False)
     out["ray_start_s"] = time.perf_counter() - start
+    local = InProcess(config)
     try:
         schema = ServeDeploySchema.model_validate(doc)
         start = time.perf_counter()
@@ -181,36 +212,59 @@ def section_serve(args, out: dict, config: Path) -> None:
             http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
         )
         client.deploy_apps(schema, _blocking=False)
-        out["cold_start_s"] = (
-            wait_ready(base, [e.ready for e in ENDPOINTS.values()] + ["/healthz"], args.ready_timeout) - start
-        )
+        ready = wait_ready(base, [e.ready for e in ENDPOINTS.values()] + ["/healthz"], args.ready_timeout)
+        out["cold_start_s"] = ready - start
         print(f"all apps ready {out['cold_start_s']:.1f} s after deploy ({load()})", flush=True)
         procs = serve_processes()
         out["rss_ready"] = replica_rss(procs)
-        out["http"], out["cpu"] = {}, {}
+        out["http"], out["inprocess"], out["cpu"] = {}, {}, {}
         for name in args.endpoints:
-            endpoint = ENDPOINTS[name]
-            payloads = endpoint.payloads()
-
-            def send(client, i, endpoint=endpoint, payloads=payloads):
-                return endpoint.send(client, base, payloads[i % len(payloads)])
-
-            counts = sorted({1, args.clients, *(args.p1_clients if name == "extract-faces" else ())})
-            out["http"][name] = {}
-            for c in counts:
-                n = requests_for(args, endpoint, c)
-                run, cores = measured(procs, lambda c=c, n=n, send=send: http_run(send, n, c))
-                out["http"][name][c] = run
-                if c == args.clients:
-                    out["cpu"][name] = cores
-            shown = ", ".join(f"{c}: {r.rate:.2f}" for c, r in out["http"][name].items())
-            print(f"HTTP {name} req/s by clients {{{shown}}} ({load()})", flush=True)
+            compare_endpoint(args, out, name, base, local, procs, config)
         out["rss_loaded"] = replica_rss(serve_processes())
     finally:
         from ray import serve
 
+        local.close()
         serve.shutdown()
         ray.shutdown()
+
+
+def compare_endpoint(args, out: dict, name: str, base: str, local: InProcess, procs, config: Path) -> None:
+    endpoint = ENDPOINTS[name]
+    payloads = endpoint.payloads()
+
+    def send(client, i):
+        return endpoint.send(client, base, payloads[i % len(payloads)])
+
+    sides = {
+        f"http@{args.clients}": http_side(send, args.clients),
+        "inprocess": inprocess_side(local.work(name), payloads, args.clients),
+    }
+    seed = None
+    if name == "extract-faces":
+        sides["loop"] = loop_side()
+        for clients in args.p1_clients:
+            sides.setdefault(f"http@{clients}", http_side(send, clients))
+    if name == "face-mask":
+        sides["seed"], seed = seed_side(config, args.clients)
+    n = len(payloads) if args.quick else max(len(payloads), 2 * args.clients)
+    try:
+        runs, cores = take_turns(sides, n, 1 if args.quick else args.rounds, procs, watch=f"http@{args.clients}")
+    finally:
+        if seed is not None:
+            seed.stop()
+    single = http_side(send, 1)
+    single.turn(len(payloads))
+    http = {1: single.result(), **{int(k[5:]): r for k, r in runs.items() if k.startswith("http@")}}
+    out["http"][name] = dict(sorted(http.items()))
+    out["inprocess"][name] = runs["inprocess"]
+    out["cpu"][name] = cores
+    if "loop" in runs:
+        out["loop"] = runs["loop"]
+    if "seed" in runs:
+        out["seed"] = runs["seed"]
+    shown = ", ".join(f"{k} {r.rate:.2f}" for k, r in runs.items())
+    print(f"{name}: req/s {shown}, http@1 {single.result().rate:.2f} ({load()})", flush=True)
 
 
 def wait_ready(base: str, routes: list[str], timeout_s: float) -> float:
@@ -314,7 +368,7 @@ def ratio_rows(args, out: dict) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 f"P1 /extract-faces HTTP (best: {best[0]} clients) / insightface loop",
-                f"{best[1].rate / out['loop']:.2f}x",
+                f"{best[1].rate / out['loop'].rate:.2f}x",
                 ">= 1.3",
             )
         )
@@ -374,7 +428,7 @@ def print_table(args, out: dict) -> None:
         for name, run in out["inprocess"].items():
             print(f"{name:20s} {args.clients:7d} {run.rate:8.2f} {run.p50:9.0f} {run.p95:9.0f}")
     extra = [
-        ("insightface loop (images/s)", out.get("loop")),
+        ("insightface loop (images/s)", out["loop"].rate if "loop" in out else None),
         ("seed-style face-mask (req/s)", out["seed"].rate if "seed" in out else None),
         ("ray start (s)", out.get("ray_start_s")),
     ]
@@ -424,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parser-iou-assets", nargs="+", default=["face-parser-unet-small", "segformer-parser-tiny"])
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--p1-clients", type=int, nargs="+", default=[2, 4, 8, 16])
-    ap.add_argument("--rounds", type=int, default=2, help="passes over each endpoint's images at --clients")
+    ap.add_argument("--rounds", type=int, default=3, help="turns each side of a comparison takes")
     ap.add_argument("--ready-timeout", type=float, default=300)
     ap.add_argument("--quick", action="store_true", help="one pass, fewer ROIs: a smoke run, not a measurement")
     args = ap.parse_args(argv)
@@ -432,17 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="facegraph_bench_") as tmp:
         config = bench_config(args, Path(tmp))
-        steps = {
-            "parser": lambda: section_parser(args, out),
-            "loop": lambda: section_loop(args, out),
-            "inprocess": lambda: section_inprocess(args, out, config),
-            "seed": lambda: section_seed(args, out, config),
-            "serve": lambda: section_serve(args, out, config),
-        }
+        steps = {"parser": lambda: section_parser(args, out), "graph": lambda: section_graph(args, out, config)}
         for name in SECTIONS:
             if name in args.sections:
                 steps[name]()
-                gc.collect()  # the in-process models go before the served ones start
+                gc.collect()
     print_table(args, out)
     return 0
 

@@ -102,18 +102,24 @@ class Run:
         return self.percentile(95)
 
 
-def http_run(send: Callable[[httpx.Client, int], httpx.Response], requests: int, clients: int) -> Run:
-    """`requests` calls over `clients` concurrent clients (after one warm-up call):
-    requests/s and each call's latency. Every response must be 200."""
+def http_run(
+    send: Callable[[httpx.Client, int], httpx.Response], requests: int, clients: int, warmup: bool = True
+) -> Run:
+    """`requests` calls over `clients` concurrent clients (after one warm-up call unless
+    told not to): requests/s and each call's latency. Every response must be 200."""
     with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=max(clients, 10))) as client:
-        first = send(client, 0)
-        if first.status_code != 200:
+        first = send(client, 0) if warmup else None
+        if first is not None and first.status_code != 200:
             raise RuntimeError(f"warm-up request: {first.status_code} {first.text[:500]}")
+
+        failures: list[str] = []
 
         def one(i: int) -> tuple[int, float]:
             start = time.perf_counter()
-            status = send(client, i).status_code
-            return status, (time.perf_counter() - start) * 1000
+            response = send(client, i)
+            if response.status_code != 200:
+                failures.append(f"{response.status_code} {response.text[:300]}")
+            return response.status_code, (time.perf_counter() - start) * 1000
 
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
@@ -121,17 +127,18 @@ def http_run(send: Callable[[httpx.Client, int], httpx.Response], requests: int,
         elapsed = time.perf_counter() - start
     bad = [s for s, _ in results if s != 200]
     if bad:
-        raise RuntimeError(f"{len(bad)} of {requests} requests failed: {bad[:5]}")
+        raise RuntimeError(f"{len(bad)} of {requests} requests at {clients} clients failed, e.g. {failures[:2]}")
     return Run(requests / elapsed, [ms for _, ms in results])
 
 
-def inprocess_run(work: Callable[[int], Awaitable], requests: int, concurrency: int) -> Run:
+def inprocess_run(work: Callable[[int], Awaitable], requests: int, concurrency: int, warmup: bool = True) -> Run:
     """The same as http_run for an in-process coroutine `work(i)`: `concurrency` at a
-    time on one event loop (after one warm-up call)."""
+    time on one event loop (after one warm-up call unless told not to)."""
     import asyncio
 
     async def go() -> Run:
-        await work(0)
+        if warmup:
+            await work(0)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> float:

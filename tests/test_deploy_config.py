@@ -342,7 +342,10 @@ def test_every_way_of_serving_installs_the_http_edge(monkeypatch):
     from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
     for name in (PROXY_CALLBACK_ENV, "FACEGRAPH_ALLOW_STAND_INS", "RAY_AUTH_MODE"):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
+        # setenv first so teardown removes what `serve` sets (a bare delenv of an unset
+        # variable records nothing, and the value would leak into later tests).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     ran = []
     monkeypatch.setattr(cli.os, "execv", lambda path, argv: ran.append(argv))
     cli.serve(cli.parser().parse_args(["serve", "--no-fetch"]), [])

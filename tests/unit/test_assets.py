@@ -22,6 +22,8 @@ def env(monkeypatch, tmp_path, repo_cache, mirror):
             monkeypatch.setenv(k, str(v))
         settings.cache_clear()
 
+    # Stand-ins off unless a test turns them on, whatever the process's environment.
+    monkeypatch.delenv("FACEGRAPH_ALLOW_STAND_INS", raising=False)
     set_env(FACEGRAPH_ASSETS_CACHE=tmp_path / "cache", FACEGRAPH_ASSETS_DIR="")
     yield set_env
     settings.cache_clear()
