@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--asset", action="append", default=[], metavar="MODEL=ASSET", help="weights override")
     ap.add_argument(
         "--parser-runtime",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=("torch", "onnx", "onnx-int8", "auto"),
         default=None,
         help="SegFormerParser runtime for the served and in-process graphs (default: the config's)",
     )

@@ -1,7 +1,7 @@
 """FaceMesh: MediaPipe Face Mesh (478 refined landmarks) from the mediapipe wheel.
 
-Item: uint8 RGB HxWx3, or a `FaceCrop` (a crop centred on one face another detector
-found: the mesh only, no second detector pass). Result: list[FaceLandmarks], one per
+Item: uint8 RGB HxWx3, or `FaceCrops` (crops each centred on one face another detector
+found: the mesh only, no second detector pass; one list of faces per crop). Result: list[FaceLandmarks], one per
 face (empty list: no face),
 in the 478-mesh scheme: points [478, 3] = x, y in pixels and MediaPipe's relative depth
 z (scaled like x; negative is towards the camera), box around the face oval, head pose
@@ -84,12 +84,13 @@ class FaceMeshConfig:
 
 
 @dataclass(frozen=True)
-class FaceCrop:
-    """A square uint8 RGB crop around one face found by another detector (RetinaFace):
-    the mesh's own detector sees the face large, so small faces in group photos mesh
-    too. Results are in the crop's pixels."""
+class FaceCrops:
+    """Square uint8 RGB crops, each around one face another detector found (RetinaFace),
+    all the faces of one image in one item (one call per image, however many faces; a
+    batch is counted in faces). The mesh's own detector sees each face large, so small
+    faces in group photos mesh too. Result: one list of faces per crop, in its pixels."""
 
-    image: np.ndarray
+    images: tuple[np.ndarray, ...]
 
 
 def face_oval(face: FaceLandmarks) -> np.ndarray:
@@ -164,12 +165,16 @@ class FaceMesh:
         if self.detector is not None:
             self.detector.close()
 
-    def predict(self, images: list[np.ndarray]) -> list[list[FaceLandmarks]]:
+    @staticmethod
+    def item_size(item) -> int:
+        return len(item.images) if isinstance(item, FaceCrops) else 1
+
+    def predict(self, images: list) -> list:
         # MediaPipe graphs take one image per call; one predict per batch still lets
         # the replica amortise scheduling across requests.
         return [
-            self._mesh_crop(self._preprocess(item.image))
-            if isinstance(item, FaceCrop)
+            [self._mesh_crop(self._preprocess(crop)) for crop in item.images]
+            if isinstance(item, FaceCrops)
             else self._predict_one(self._preprocess(item))
             for item in images
         ]

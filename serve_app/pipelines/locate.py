@@ -21,11 +21,11 @@ import dataclasses
 import cv2
 import numpy as np
 
-from deployments.facemesh import FaceCrop
+from deployments.facemesh import FaceCrops
 from deployments.geometry import fit_longest_side, iou, letterbox_size
 from deployments.retinaface import DET_SIZE
 from deployments.types import MESH_478, FaceLandmarks
-from serve_app.pipelines.common import Model, gather_or_cancel
+from serve_app.pipelines.common import Model
 
 CROP_FACTOR = 2.0  # crop side, in detector-box sides: the face fills about half the crop
 CROP_SIZE = 256  # crops are resized to this square (up for small faces, down for large)
@@ -93,7 +93,9 @@ async def locate_faces(
     if not faces:
         return (await mesh_whole_image(image, mesh))[:max_faces]
     crops = await asyncio.to_thread(lambda: [square_crop(image, f.box) for f in faces])
-    meshes = await gather_or_cancel(mesh(FaceCrop(crop)) for crop, _ in crops)
+    # One call for all the faces of the image: a 100-face photo is one item of 100 crops,
+    # not 100 requests filling the FaceMesh queue.
+    meshes = await mesh(FaceCrops(tuple(crop for crop, _ in crops)))
     return [place_mesh(face, found, origin) for face, (_, origin), found in zip(faces, crops, meshes)]
 
 

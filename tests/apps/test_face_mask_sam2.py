@@ -240,3 +240,21 @@ def test_still_serving_after_bad_inputs(url, photo):
     post(url, b"junk")
     r = post(url, photo("lfw_Rob_Lowe_0001.jpg"))
     assert r.status_code == 200 and r.json()["faces"][0]["mask_source"] == "sam2"
+
+
+def test_a_hundred_faces_are_one_mesh_call_not_a_hundred(url, photos_dir, standin):
+    """The 104-face selfie at max_num_faces=100: the faces of one image go to FaceMesh as
+    one item (a stack of crops), so one image is one FaceMesh request, not 100 requests
+    that overflow its queue (serve_config.yaml's max_queued_requests: a 503)."""
+    from ray import serve
+
+    from serve_app.model_tier import MODEL_APP
+
+    mesh = serve.get_deployment_handle("FaceMesh", MODEL_APP)
+    before = sum(mesh.batch_stats.remote().result().values())
+    data = (photos_dir / "facedet1mb_worlds_largest_selfie.jpg").read_bytes()
+    resp = post(url, data, max_num_faces=100, outputs="mask", timeout=180)
+    assert resp.status_code == 200, resp.text
+    faces = resp.json()["faces"]
+    assert len(faces) == 100 and sum(f["meshed"] for f in faces) >= 80, len(faces)
+    assert sum(mesh.batch_stats.remote().result().values()) - before == 1  # one call for the image
