@@ -119,25 +119,29 @@ class Side:
         return Run(self.items / self.seconds, self.latencies)
 
 
-def take_turns(sides: dict[str, Side], n: int, rounds: int, procs=None, watch: str | None = None):
+def take_turns(sides: dict[str, Side], n: int, rounds: int, watch: str | None = None):
     """Every side does n requests per round, in turn, `rounds` times. With `watch`,
-    also {process name: cores used} while that side ran."""
+    also {process name: cores used} by the Serve processes while that side ran
+    (replicas the autoscaler starts are counted from the next turn on)."""
     used: dict[int, float] = {}
+    names: dict[int, str] = {}
     wall = 0.0
     for side in sides.values():
         side.run(1)  # warm-up, not counted: first calls allocate, load lazily, fill caches
     for _ in range(rounds):
         for name, side in sides.items():
-            if procs and name == watch:
-                before, start = cpu_seconds(procs), time.perf_counter()
+            if name != watch:
                 side.turn(n)
-                wall += time.perf_counter() - start
-                after = cpu_seconds(procs)
-                for pid in after:
-                    used[pid] = used.get(pid, 0.0) + after[pid] - before.get(pid, after[pid])
-            else:
-                side.turn(n)
-    cores = _named(procs, {pid: v / wall for pid, v in used.items()}) if procs and wall else {}
+                continue
+            procs = serve_processes()
+            names.update(procs)
+            before, start = cpu_seconds(procs), time.perf_counter()
+            side.turn(n)
+            wall += time.perf_counter() - start
+            after = cpu_seconds(procs)
+            for pid in after:
+                used[pid] = used.get(pid, 0.0) + after[pid] - before.get(pid, after[pid])
+    cores = _named(names, {pid: v / wall for pid, v in used.items()}) if wall else {}
     return {name: side.result() for name, side in sides.items()}, cores
 
 
@@ -215,11 +219,10 @@ def section_graph(args, out: dict, config: Path) -> None:
         ready = wait_ready(base, [e.ready for e in ENDPOINTS.values()] + ["/healthz"], args.ready_timeout)
         out["cold_start_s"] = ready - start
         print(f"all apps ready {out['cold_start_s']:.1f} s after deploy ({load()})", flush=True)
-        procs = serve_processes()
-        out["rss_ready"] = replica_rss(procs)
+        out["rss_ready"] = replica_rss(serve_processes())
         out["http"], out["inprocess"], out["cpu"] = {}, {}, {}
         for name in args.endpoints:
-            compare_endpoint(args, out, name, base, local, procs, config)
+            compare_endpoint(args, out, name, base, local, config)
         out["rss_loaded"] = replica_rss(serve_processes())
     finally:
         from ray import serve
@@ -229,7 +232,7 @@ def section_graph(args, out: dict, config: Path) -> None:
         ray.shutdown()
 
 
-def compare_endpoint(args, out: dict, name: str, base: str, local: InProcess, procs, config: Path) -> None:
+def compare_endpoint(args, out: dict, name: str, base: str, local: InProcess, config: Path) -> None:
     endpoint = ENDPOINTS[name]
     payloads = endpoint.payloads()
 
@@ -249,7 +252,7 @@ def compare_endpoint(args, out: dict, name: str, base: str, local: InProcess, pr
         sides["seed"], seed = seed_side(config, args.clients)
     n = len(payloads) if args.quick else max(len(payloads), 2 * args.clients)
     try:
-        runs, cores = take_turns(sides, n, 1 if args.quick else args.rounds, procs, watch=f"http@{args.clients}")
+        runs, cores = take_turns(sides, n, 1 if args.quick else args.rounds, watch=f"http@{args.clients}")
     finally:
         if seed is not None:
             seed.stop()
@@ -347,14 +350,6 @@ def cpu_seconds(procs: dict[int, str]) -> dict[int, float]:
             continue
         values[pid] = (int(fields[11]) + int(fields[12])) / tick
     return values
-
-
-def measured(procs: dict[int, str], run):
-    """(run(), {process name: cores it used during the run})."""
-    before, start = cpu_seconds(procs), time.perf_counter()
-    result = run()
-    wall, after = time.perf_counter() - start, cpu_seconds(procs)
-    return result, _named(procs, {pid: (after[pid] - before[pid]) / wall for pid in after if pid in before})
 
 
 # ---- the table ----------------------------------------------------------------------
