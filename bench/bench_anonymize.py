@@ -114,15 +114,6 @@ def main() -> None:
     from serve_app.assets import resolve
     from serve_app.pipelines.locate import detector_input
 
-    def region_of(vertices, width, height, pad=4):
-        """serve_app.pipelines.anonymize.region_of's rule (RENDER_PAD 4), here so that
-        --stages-only imports no pydantic."""
-        x0 = int(np.clip(np.floor(vertices[:, 0].min()) - pad, 0, width - 1))
-        y0 = int(np.clip(np.floor(vertices[:, 1].min()) - pad, 0, height - 1))
-        x1 = int(np.clip(np.ceil(vertices[:, 0].max()) + pad, x0 + 1, width))
-        y1 = int(np.clip(np.ceil(vertices[:, 1].max()) + pad, y0 + 1, height))
-        return x0, y0, x1, y1
-
     photos = resolve("test-images-photos")
     images = [cv2.cvtColor(cv2.imread(str(photos / name)), cv2.COLOR_BGR2RGB) for name in args.photos] * args.repeat
     if args.stages_only:
@@ -137,12 +128,13 @@ def main() -> None:
             feather_px=1.5,
             alpha=1.0,
             keep_pose=True,
+            texture_blur=0.02,
             margin=0.95,
             alpha_thresh=0.5,
             max_num_faces=20,
         )
     else:
-        from serve_app.pipelines.anonymize import AnonymizeParams, region_of  # noqa: F811  (the real one)
+        from serve_app.pipelines.anonymize import AnonymizeParams
 
         params = AnonymizeParams(tex_size=args.tex_size, img_size=args.img_size)
     bfm = MorphableModel.load(resolve("tddfa-bfm-assembled"))
@@ -202,26 +194,8 @@ def main() -> None:
             inpainted = face3d.segment(image, cut)[1]
         for face in faces:
             with clock("morph+bake"):
-                vertices, model_vertices = face3d.morph(bfm, face, params.alpha, params.keep_pose)
-                texture = face3d.bake_texture(inpainted, face, bfm.uv, params.tex_size, cut)
-            x0, y0, x1, y1 = region_of(vertices, width, height)
-            rgb = np.ascontiguousarray(texture[..., :3])
-            common = dict(triangles=bfm.tri, uvs=bfm.uv, alpha_thresh=params.alpha_thresh)
-            front = dict(
-                vertices=model_vertices, camera="frontal", img_size=params.img_size, margin=params.margin, **common
-            )
-            requests += [
-                RenderRequest(
-                    vertices=vertices - np.array([x0, y0, 0], np.float32),
-                    texture=rgb,
-                    camera="image",
-                    height=y1 - y0,
-                    width=x1 - x0,
-                    **common,
-                ),
-                RenderRequest(texture=rgb, **front),
-                RenderRequest(texture=np.repeat(texture[..., 3:], 3, axis=2), **front),
-            ]
+                vertices, model_vertices, texture = face3d.anonymised_mesh(face, bfm, inpainted, cut, params)
+            requests += face3d.render_requests(bfm, vertices, model_vertices, texture, params, True, (height, width))[0]
     if saved:
         del clock.seconds["detect"]  # read from the file: nothing measured
     stages = list(clock.seconds)

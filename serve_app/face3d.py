@@ -15,12 +15,14 @@ import cv2
 import numpy as np
 
 from deployments.bfm import MorphableModel, split_params, to_image
+from deployments.mesh_renderer import RenderRequest
 from deployments.types import IBUG_68, FaceLandmarks, Pose
 
 # iBUG-68 regions cut out of the face: the eyes, and the lips' outer contour.
 RIGHT_EYE, LEFT_EYE = tuple(range(36, 42)), tuple(range(42, 48))
 MOUTH = tuple(range(48, 60))
 VISIBILITY_TOLERANCE = 0.02  # of the face's depth range: a vertex this far behind the z-buffer still counts
+RENDER_PAD = 4  # pixels around a face's projected mesh in its composite render
 WORK_TEXTURE = 512  # texels per side the bake interpolates at, before resizing to tex_size
 # One bake's triangulation at a time per process: scipy's Delaunay makes a LAPACK call per
 # simplex, and OpenBLAS calls from several threads at once contend on its buffer lock
@@ -162,12 +164,18 @@ def uv_pixels(uv: np.ndarray, size: int) -> np.ndarray:
 
 
 def bake_texture(
-    image: np.ndarray, face: Face3D, uv: np.ndarray, tex_size: int, alpha: np.ndarray | None = None
+    image: np.ndarray,
+    face: Face3D,
+    uv: np.ndarray,
+    tex_size: int,
+    alpha: np.ndarray | None = None,
+    blur: float = 0.0,
 ) -> np.ndarray:
     """uint8 tex_size x tex_size x C texture of the face: the image's colours (and, when
     given, `alpha` as a 4th channel) at its visible vertices, interpolated over the UV
     plane; texels no visible vertex covers (back-facing, occluded) take their nearest
-    visible neighbour's colour, never black."""
+    visible neighbour's colour, never black. `blur` > 0: the colours (not the alpha)
+    Gaussian-blurred with a sigma of that fraction of the texture's side."""
     from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
 
     channels = [image.astype(np.float32)] + ([alpha[..., None].astype(np.float32) * 255] if alpha is not None else [])
@@ -187,6 +195,8 @@ def bake_texture(
         if missing.any():
             baked[missing] = NearestNDInterpolator(points, colours)(grid[missing])
     texture = baked.reshape(work, work, -1)
+    if blur > 0:
+        texture[..., :3] = cv2.GaussianBlur(np.ascontiguousarray(texture[..., :3]), (0, 0), blur * work)
     if work != tex_size:
         texture = cv2.resize(texture, (tex_size, tex_size), interpolation=cv2.INTER_CUBIC)
     return np.clip(np.round(texture), 0, 255).astype(np.uint8).reshape(tex_size, tex_size, -1)
@@ -207,3 +217,59 @@ def blend(image: np.ndarray, rgba: np.ndarray, origin: tuple[int, int], feather:
     a = alpha[..., None]
     out[y0 : y0 + h, x0 : x0 + w] = np.round(region * (1 - a) + rgba[..., :3].astype(np.float32) * a).astype(np.uint8)
     return out
+
+
+# ---- the pipeline's per-face steps (serve_app/pipelines/anonymize.py, bench/bench_anonymize.py)
+
+
+def anonymised_mesh(
+    face: Face3D, bfm: MorphableModel, inpainted: np.ndarray, cut: np.ndarray, params
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image-space vertices, model-space vertices, RGBA texture) of one face morphed
+    toward the mean and re-baked from the segmented photo; `params`: the pipeline's
+    AnonymizeParams (alpha, keep_pose, tex_size, texture_blur)."""
+    vertices, model_vertices = morph(bfm, face, params.alpha, params.keep_pose)
+    texture = bake_texture(inpainted, face, bfm.uv, params.tex_size, cut, params.texture_blur)
+    return vertices, model_vertices, texture
+
+
+def render_requests(
+    bfm: MorphableModel,
+    vertices: np.ndarray,
+    model_vertices: np.ndarray,
+    texture: np.ndarray,
+    params,
+    frontal: bool,
+    image_shape: tuple[int, int],
+) -> tuple[list[RenderRequest], tuple[int, int]]:
+    """(MeshRenderer requests, origin x, y of the first): the face with the photo's camera
+    over its region of the photo; with `frontal`, its frontal render and the same of the
+    texture's alpha (the cut-out) rendered like a colour, where the seed's RGBA render is
+    transparent."""
+    height, width = image_shape
+    x0, y0, x1, y1 = region_of(vertices, width, height)
+    rgb_texture = np.ascontiguousarray(texture[..., :3])
+    common = dict(triangles=bfm.tri, uvs=bfm.uv, alpha_thresh=params.alpha_thresh)
+    shift = np.array([x0, y0, 0], np.float32)
+    requests = [
+        RenderRequest(
+            vertices=vertices - shift, texture=rgb_texture, camera="image", height=y1 - y0, width=x1 - x0, **common
+        )
+    ]
+    if frontal:
+        front = dict(vertices=model_vertices, camera="frontal", img_size=params.img_size, margin=params.margin)
+        front.update(bg_white=params.bg_white, **common)
+        requests += [
+            RenderRequest(texture=rgb_texture, **front),
+            RenderRequest(texture=np.repeat(texture[..., 3:], 3, axis=2), **front),
+        ]
+    return requests, (x0, y0)
+
+
+def region_of(vertices: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """The projected mesh's box, padded, clipped to the image (never empty)."""
+    x0 = int(np.clip(np.floor(vertices[:, 0].min()) - RENDER_PAD, 0, width - 1))
+    y0 = int(np.clip(np.floor(vertices[:, 1].min()) - RENDER_PAD, 0, height - 1))
+    x1 = int(np.clip(np.ceil(vertices[:, 0].max()) + RENDER_PAD, x0 + 1, width))
+    y1 = int(np.clip(np.ceil(vertices[:, 1].max()) + RENDER_PAD, y0 + 1, height))
+    return x0, y0, x1, y1

@@ -7,10 +7,12 @@ face of a photograph.
 2. Segment: the photo as RGBA with the eyes (and mouth) cut out, grown and feathered;
    the RGB under them inpainted.
 3. Anonymise: each mesh morphed toward the mean face; its texture re-baked in UV space
-   from the visible vertices' colours of the segmented photo.
+   from the visible vertices' colours of the segmented photo, then blurred
+   (`texture_blur`): shape alone does not anonymise, the skin's detail identifies too.
 4. Render: MeshRenderer draws each anonymised face with the original camera over the
-   face's region, composited into the photo (the photo's own eyes and mouth show through
-   the cut-out, blended at the border); and, when asked, a frontal render per face.
+   face's region, composited into the photo, blended at the border (the eyes and mouth
+   stay removed: inpainted skin); and, when asked, a frontal render per face (the seed's
+   output, with the cut-out transparent).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import numpy as np
 from pydantic import Field
 
 from deployments.bfm import MorphableModel
-from deployments.mesh_renderer import RenderRequest
 from deployments.tddfa import crops_for_boxes
 from serve_app import face3d
 from serve_app.pipelines.common import Model, gather_or_cancel
@@ -30,7 +31,6 @@ from serve_app.pipelines.locate import detect_faces
 from serve_app.spec import Params, PipelineSpec
 
 MIN_FACE_SIDE = 8.0  # pixels: smaller detector boxes give no usable 120x120 crop
-RENDER_PAD = 4  # pixels around a face's projected mesh in its composite render
 
 
 class AnonymizeParams(Params):
@@ -39,6 +39,10 @@ class AnonymizeParams(Params):
     feather_px: float = Field(1.5, ge=0.0, le=32.0, description="Gaussian softening of the cut-out edge, pixels")
     alpha: float = Field(1.0, ge=0.0, le=1.0, description="morph toward the mean face: 0 = the face, 1 = the mean")
     keep_pose: bool = Field(True, description="align the morphed face to the original by a similarity transform")
+    # The texture carries identity as much as the shape: measured in tests/pipelines/test_anonymize.py.
+    texture_blur: float = Field(
+        0.02, ge=0.0, le=0.1, description="blur of the re-baked texture (Gaussian sigma, fraction of its side); 0: none"
+    )
     tex_size: int = Field(1024, ge=256, le=4096, description="side of the re-baked UV texture, texels")
     img_size: int = Field(512, ge=64, le=2048, description="side of each frontal render, pixels")
     margin: float = Field(0.95, gt=0.0, le=1.0, description="fraction of the frontal render the face spans")
@@ -113,54 +117,18 @@ async def anonymise_face(
     frontal: bool,
 ):
     """-> (AnonymizedFace, (composite RGBA over the face's region, its origin x, y))."""
-    vertices, model_vertices = await asyncio.to_thread(face3d.morph, bfm, face, params.alpha, params.keep_pose)
-    texture = await asyncio.to_thread(face3d.bake_texture, inpainted, face, bfm.uv, params.tex_size, cut)
+    vertices, model_vertices, texture = await asyncio.to_thread(
+        face3d.anonymised_mesh, face, bfm, inpainted, cut, params
+    )
     height, width = inpainted.shape[:2]
-    x0, y0, x1, y1 = region_of(vertices, width, height)
-    rgb_texture = np.ascontiguousarray(texture[..., :3])
-    common = dict(triangles=bfm.tri, uvs=bfm.uv, alpha_thresh=params.alpha_thresh)
-    calls = [
-        render(
-            RenderRequest(
-                vertices=vertices - np.array([x0, y0, 0], np.float32),
-                texture=rgb_texture,
-                camera="image",
-                height=y1 - y0,
-                width=x1 - x0,
-                **common,
-            )
-        )
-    ]
-    if frontal:
-        front = dict(
-            vertices=model_vertices,
-            camera="frontal",
-            img_size=params.img_size,
-            margin=params.margin,
-            bg_white=params.bg_white,
-            **common,
-        )
-        # The texture's alpha (the cut-out) rendered like a colour: where the seed's RGBA
-        # render is transparent.
-        calls += [
-            render(RenderRequest(texture=rgb_texture, **front)),
-            render(RenderRequest(texture=np.repeat(texture[..., 3:], 3, axis=2), **front)),
-        ]
-    rendered = await gather_or_cancel(calls)
-    placed = rendered[0].copy()
-    # The photo's own eyes and mouth show through the cut-out.
-    placed[..., 3] = np.round(placed[..., 3] * cut[y0:y1, x0:x1]).astype(np.uint8)
+    requests, origin = face3d.render_requests(bfm, vertices, model_vertices, texture, params, frontal, (height, width))
+    rendered = await gather_or_cancel(render(r) for r in requests)
+    # The composite keeps the render whole: the texture under the cut-out is the inpainted
+    # skin, so the photo's own eyes and mouth are gone from the picture. Letting them show
+    # through the cut-out kept the face recognisable (ArcFace cosine 0.92 to the original).
+    placed = rendered[0]
     front_rgba = None
     if frontal:
         front_rgba = rendered[1].copy()
         front_rgba[..., 3] = np.minimum(front_rgba[..., 3], rendered[2][..., 0])
-    return AnonymizedFace(face, vertices, model_vertices, texture, front_rgba), (placed, (x0, y0))
-
-
-def region_of(vertices: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
-    """The projected mesh's box, padded, clipped to the image (never empty)."""
-    x0 = int(np.clip(np.floor(vertices[:, 0].min()) - RENDER_PAD, 0, width - 1))
-    y0 = int(np.clip(np.floor(vertices[:, 1].min()) - RENDER_PAD, 0, height - 1))
-    x1 = int(np.clip(np.ceil(vertices[:, 0].max()) + RENDER_PAD, x0 + 1, width))
-    y1 = int(np.clip(np.ceil(vertices[:, 1].max()) + RENDER_PAD, y0 + 1, height))
-    return x0, y0, x1, y1
+    return AnonymizedFace(face, vertices, model_vertices, texture, front_rgba), (placed, origin)

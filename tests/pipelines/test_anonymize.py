@@ -28,7 +28,7 @@ from deployments.types import IBUG_68
 from serve_app import face3d
 from serve_app.face_align import aligned_crops
 from serve_app.imaging import decode_image
-from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize, region_of
+from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize
 from serve_app.pipelines.locate import locate_faces
 
 SMALL = dict(tex_size=256, img_size=128)  # request sizes that keep the tests fast
@@ -196,14 +196,6 @@ def embed(asset):
     return lambda image, five: arcface.predict([aligned_crops(image, five, (112,))[0]])[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN GAP (issue 9 evidence): the anonymised face keeps ArcFace identity: mean cosine 0.92 against "
-    "a same-person level of 0.75. Not the morph's basis: TDDFA's identity moves vertices ~0.5 % of the face "
-    "(the exact landmark basis too), and alpha=0 (no morph) scores the same 0.92; the identity is in the "
-    "re-baked photo texture and the photo's own eyes and mouth, composited back through the cut-out (without "
-    "them: mean 0.34). Strict: it fails loudly once anonymisation works.",
-)
 def test_anonymisation_changes_identity(run, models, load, embed):
     detector = models["detect"].model
     # The same-person level: one person, two photos (the extraction pipeline's check).
@@ -229,10 +221,13 @@ def test_anonymisation_changes_identity(run, models, load, embed):
         f"max {values.max():.3f}"
     )
     assert same_person > 0.6 and len(values) == 8
-    # The issue: well below the same-person level. A face the recogniser still matches
-    # to itself at least as well as to the same person in another photo is not anonymised.
-    assert values.mean() < same_person, f"mean {values.mean():.3f} >= same-person level {same_person:.3f}"
-    assert np.mean(values < same_person) >= 0.75
+    # The issue: well below the same-person level. Every face: a face the recogniser still
+    # matches to itself as well as to the same person in another photo is not anonymised.
+    # (Measured: mean 0.13, max 0.29 against 0.75; with the photo's texture unblurred,
+    # texture_blur=0, mean 0.35 and max 0.77; with the photo's own eyes and mouth shown
+    # through the cut-out as well, mean 0.92.)
+    assert values.max() < same_person, f"max {values.max():.3f} >= same-person level {same_person:.3f}"
+    assert values.mean() < same_person / 2, f"mean {values.mean():.3f}: not well below {same_person:.3f}"
 
 
 # ---- the photo around the faces -----------------------------------------------------------
@@ -245,7 +240,7 @@ def test_background_is_byte_identical_and_every_face_is_replaced(run, load):
         assert result.anonymized.shape == image.shape and result.anonymized.dtype == np.uint8
         regions = np.zeros((height, width), bool)
         for anon in result.faces:
-            x0, y0, x1, y1 = region_of(anon.vertices, width, height)
+            x0, y0, x1, y1 = face3d.region_of(anon.vertices, width, height)
             regions[y0:y1, x0:x1] = True
             # Inside the face, the picture changed (the re-rendered face).
             x, y = np.round(anon.face.landmarks.points[30, :2]).astype(int)  # nose tip
