@@ -19,7 +19,6 @@ replacement replicas.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,13 +34,11 @@ NODE_ARGS = {"num_cpus": 2, "object_store_memory": 200 * 2**20}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=4)
+    p = faults.argument_parser(__doc__)
     p.add_argument("--images", type=int, default=1, help="images per request")
     p.add_argument("--before", type=float, default=12, help="seconds of load before the node is killed")
     p.add_argument("--replace-after", type=float, default=10, help="seconds until a new model node joins")
     p.add_argument("--after", type=float, default=60, help="seconds of load after the kill, at most")
-    p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
     import ray

@@ -160,11 +160,10 @@ def overload(url: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = faults.argument_parser(__doc__)
     p.add_argument(
         "--scenario", nargs="+", default=["replica-killed", "overload"], choices=["replica-killed", "overload"]
     )
-    p.add_argument("--clients", type=int, default=4)
     p.add_argument("--images", type=int, default=4, help="images per request under the replica kill")
     p.add_argument("--before", type=float, default=12, help="seconds of load before the kill")
     p.add_argument("--after", type=float, default=30, help="seconds of load after the kill")
@@ -187,7 +186,6 @@ def main(argv=None) -> int:
         help="change a deployment option of serve_config.yaml for this run, e.g. "
         "FaceExtractIngress.max_ongoing_requests=16 (repeatable)",
     )
-    p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
     import ray

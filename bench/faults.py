@@ -10,6 +10,7 @@ are touched."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import copy
 import importlib
@@ -44,6 +45,15 @@ TEST_WEIGHTS = {
     "ArcFace": "arcface-mobilefacenet-128d",
     "TDDFA": "tddfa-mb05-120",
 }
+
+
+def argument_parser(doc: str, clients_help: str = "closed-loop clients") -> argparse.ArgumentParser:
+    """The fault and soak scripts' parser: their docstring as the description, and the
+    two options they all take (--clients, --json)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=4, help=clients_help)
+    p.add_argument("--json", help="write the figures here")
+    return p
 
 
 # ---- the apps, from serve_config.yaml ------------------------------------------------

@@ -133,23 +133,15 @@ def served(data: bytes, reps: int, clients: int) -> dict[str, float]:
     base = start_serve()
     out: dict[str, float] = {}
     try:
-        batch = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+
+        def deployment(model, config, asset):
+            batch = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+            return model_deployment(model, config, asset, ray_actor_options={"num_cpus": 0.5}, user_config=batch)
+
         deploy_model_tier(
             {
-                "RetinaFace": model_deployment(
-                    RetinaFace,
-                    RetinaFaceConfig(model_path=str(resolve(DETECTOR))),
-                    DETECTOR,
-                    ray_actor_options={"num_cpus": 0.5},
-                    user_config=batch,
-                ),
-                "ArcFace": model_deployment(
-                    ArcFace,
-                    ArcFaceConfig(model_path=str(resolve(RECOGNISER))),
-                    RECOGNISER,
-                    ray_actor_options={"num_cpus": 0.5},
-                    user_config=batch,
-                ),
+                "RetinaFace": deployment(RetinaFace, RetinaFaceConfig(model_path=str(resolve(DETECTOR))), DETECTOR),
+                "ArcFace": deployment(ArcFace, ArcFaceConfig(model_path=str(resolve(RECOGNISER))), RECOGNISER),
             }
         )
         serve.run(build(FaceExtractArgs()), name=SPEC.name, route_prefix="/")

@@ -19,7 +19,6 @@ allocator arenas and caches of each process fill up).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -136,15 +135,13 @@ def report(outcomes, samples, minutes: int, t0: float, outage: tuple[float, floa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = faults.argument_parser(__doc__, "closed-loop clients of the four lighter endpoints")
     p.add_argument("--minutes", type=float, default=10)
-    p.add_argument("--clients", type=int, default=4, help="closed-loop clients of the four lighter endpoints")
     p.add_argument("--heavy-clients", type=int, default=1, help="closed-loop clients of /v1/anonymize")
     p.add_argument("--sample-s", type=float, default=10, help="seconds between process samples")
     p.add_argument("--outage-from", type=float, default=0.4, help="SAM2 goes down at this fraction of the run")
     p.add_argument("--outage-to", type=float, default=0.7, help="and comes back at this one")
     p.add_argument("--cpus", type=int, default=4)
-    p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
     import ray

@@ -37,20 +37,13 @@ ARCHS = {"mb1": 1.0, "mb05": 0.5}  # 3DDFA_V2's configs/mb1_120x120.yml, mb05_12
 
 # MobileNetV1 after the stem: (name, output channels at width 1, stride) per
 # depthwise-separable block, with 3DDFA_V2's attribute names (its checkpoint keys).
-_BLOCKS = (
-    ("dw2_1", 64, 1),
-    ("dw2_2", 128, 2),
-    ("dw3_1", 128, 1),
-    ("dw3_2", 256, 2),
-    ("dw4_1", 256, 1),
-    ("dw4_2", 512, 2),
-    ("dw5_1", 512, 1),
-    ("dw5_2", 512, 1),
-    ("dw5_3", 512, 1),
-    ("dw5_4", 512, 1),
-    ("dw5_5", 512, 1),
-    ("dw5_6", 1024, 2),
-    ("dw6", 1024, 1),
+_BLOCKS = tuple(
+    zip(
+        "dw2_1 dw2_2 dw3_1 dw3_2 dw4_1 dw4_2 dw5_1 dw5_2 dw5_3 dw5_4 dw5_5 dw5_6 dw6".split(),
+        (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024),
+        (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1),
+        strict=True,
+    )
 )
 
 

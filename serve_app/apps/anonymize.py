@@ -32,6 +32,7 @@ OUTPUTS = ("anonymized", "segmented", "renders", "mesh")
 AnonymizeForm = ingress.upload_form(AnonymizeParams, OUTPUTS, "anonymized,segmented,renders")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: 3D face anonymisation")
 calls = ingress.ModelCalls(SPEC.models)
+models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 model_state = {"MorphableModel": "not loaded"}
 ingress.add_health_routes(app, lambda: calls, lambda: model_state)
 
@@ -76,7 +77,6 @@ def build_response(
 @serve.ingress(app)
 class AnonymizeIngress:
     def __init__(self, morphable_model_asset: str):
-        self.models = calls.calls()
         self.bfm, self.description = morphable_model(morphable_model_asset)
         model_state["MorphableModel"] = self.description
 
@@ -85,7 +85,7 @@ class AnonymizeIngress:
         wanted = ingress.parse_outputs(form.outputs, OUTPUTS)
         params = from_form(AnonymizeParams, form)
         rgb = await ingress.decoded_upload(request, image)
-        work = anonymize(rgb, params, self.bfm, frontal="renders" in wanted, **self.models)
+        work = anonymize(rgb, params, self.bfm, frontal="renders" in wanted, **models)
         result = await ingress.within_request_timeout(work, "the anonymisation")
         endpoint_metrics.faces(len(result.faces))
         return await asyncio.to_thread(build_response, result, wanted, request_id(request), self.bfm, self.description)

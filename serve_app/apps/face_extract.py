@@ -54,6 +54,7 @@ def max_body_bytes() -> int:
 
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face extraction", body_limit=max_body_bytes)
 calls = ModelCalls(SPEC.models)
+models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 add_health_routes(app, lambda: calls)
 add_demo_routes(app)  # GET /: the demo page of every pipeline (serve_app/static)
 
@@ -144,7 +145,6 @@ def build_response(result: Extraction, rid: str, start: float) -> ExtractFacesRe
 @serve.ingress(app)
 class FaceExtractIngress:
     def __init__(self, args: "FaceExtractArgs"):
-        self.models = calls.calls()
         self.max_concurrent_images = args.max_concurrent_images
         self.request_timeout_s = args.request_timeout_s
         self._threshold: tuple[float, float] | None = None  # (when looked up, the recogniser's threshold)
@@ -191,7 +191,7 @@ class FaceExtractIngress:
                 return await extract_faces(
                     loaders,
                     params,
-                    **self.models,
+                    **models,
                     max_concurrent_images=self.max_concurrent_images,
                     default_threshold=default,
                 )

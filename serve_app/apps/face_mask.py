@@ -22,19 +22,17 @@ from serve_app.schemas import FaceMaskResponse
 MaskForm = ingress.upload_form(FaceMaskParams, tuple(OUTPUT_FIELDS), "mask,rgba,overlay")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: cartoon face mask")
 calls = ingress.ModelCalls(SPEC.models)
+models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 ingress.add_health_routes(app, lambda: calls)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
 class FaceMaskIngress:
-    def __init__(self):
-        self.models = calls.calls()
-
     @app.post("/", response_model=FaceMaskResponse, responses=ingress.MASK_ERRORS)
     async def face_mask(self, request: Request, form: MaskForm, image: ingress.ImageUpload) -> FaceMaskResponse:
         result, encoded = await ingress.mask_request(
-            request, image, form, FaceMaskParams, lambda rgb, params: face_mask(rgb, params, **self.models)
+            request, image, form, FaceMaskParams, lambda rgb, params: face_mask(rgb, params, **models)
         )
         endpoint_metrics.faces(len(result.boxes))
         return FaceMaskResponse(

@@ -27,6 +27,7 @@ from serve_app.schemas import FaceMaskSam2Response, FaceMaskSource
 MaskForm = ingress.upload_form(FaceMaskSam2Params, tuple(OUTPUT_FIELDS), "mask,rgba,overlay")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face mask with FaceMesh + SAM2")
 calls = ingress.ModelCalls(SPEC.models)
+models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 sam2_state = {"SAM2": "not started"}
 ingress.add_health_routes(app, lambda: calls, lambda: sam2_state)
 
@@ -35,7 +36,6 @@ ingress.add_health_routes(app, lambda: calls, lambda: sam2_state)
 @serve.ingress(app)
 class FaceMaskSam2Ingress:
     def __init__(self, sam2_overrides: dict):
-        self.models = calls.calls()
         # Built here, in the replica: SAM2_* come from this worker's environment, with
         # the builder's explicit args on top. The API key only ever comes from the env.
         self.sam2 = Sam2Client(Sam2Config.from_env(**sam2_overrides))
@@ -51,7 +51,7 @@ class FaceMaskSam2Ingress:
             image,
             form,
             FaceMaskSam2Params,
-            lambda rgb, params: face_mask_sam2(rgb, params, sam2=self.sam2, **self.models),
+            lambda rgb, params: face_mask_sam2(rgb, params, sam2=self.sam2, **models),
         )
         endpoint_metrics.faces(len(result.faces))
         faces = [FaceMaskSource.of(f) for f in result.faces]

@@ -28,6 +28,7 @@ CROP_QUALITY = 95
 MaskAugmentForm = ingress.upload_form(MaskAugmentParams, OUTPUTS, "masked,crops")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: mask augmentation and aligned face crops")
 calls = ingress.ModelCalls(SPEC.models)
+models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 ingress.add_health_routes(app, lambda: calls)
 
 
@@ -75,9 +76,6 @@ def build_response(result: MaskAugmentResult, wanted: frozenset[str], rid: str) 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
 @serve.ingress(app)
 class MaskAugmentIngress:
-    def __init__(self):
-        self.models = calls.calls()
-
     @app.post("/", response_model=MaskAugmentResponse, responses=ingress.MASK_ERRORS)
     async def mask_augment(
         self, request: Request, form: MaskAugmentForm, image: ingress.ImageUpload
@@ -88,7 +86,7 @@ class MaskAugmentIngress:
         seed = params.seed if params.seed is not None else seed_from(rid)
         rgb = await ingress.decoded_upload(request, image)
         result = await ingress.within_request_timeout(
-            mask_augment(rgb, params, seed, **self.models), "the mask augmentation"
+            mask_augment(rgb, params, seed, **models), "the mask augmentation"
         )
         endpoint_metrics.faces(len(result.faces))
         return await asyncio.to_thread(build_response, result, wanted, rid)

@@ -28,6 +28,8 @@ from serve_app.imaging import decode_image, encode_png
 from serve_app.model_tier import morphable_model
 from serve_app.pipelines.anonymize import SPEC, AnonymizeResult, anonymize
 
+HELP = "3D face anonymisation (RetinaFace -> TDDFA -> morph to the mean face -> MeshRenderer)"
+
 _bfm: dict[str, tuple] = {}  # per worker process: the morphable model, loaded once
 
 
@@ -105,10 +107,4 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-JOB = BatchJob(
-    name="anonymize",
-    spec=SPEC,
-    help="3D face anonymisation (RetinaFace -> TDDFA -> morph to the mean face -> MeshRenderer)",
-    process=process,
-    options=options,
-)
+JOB = BatchJob(SPEC, HELP, process, options=options)

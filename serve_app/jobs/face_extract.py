@@ -26,6 +26,8 @@ from serve_app.dedup import deduplicate
 from serve_app.imaging import decode_image
 from serve_app.pipelines.face_extract import SPEC, faces_in_image, meets_quality_floor
 
+HELP = "faces, embeddings and headshots, de-duplicated across the dataset (RetinaFace -> ArcFace)"
+
 PARQUET_FILE = "faces.parquet"
 
 
@@ -171,11 +173,4 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     )
 
 
-JOB = BatchJob(
-    name="face-extract",
-    spec=SPEC,
-    help="faces, embeddings and headshots, de-duplicated across the dataset (RetinaFace -> ArcFace)",
-    process=process,
-    options=check_options,
-    finalize=finalize,
-)
+JOB = BatchJob(SPEC, HELP, process, options=check_options, finalize=finalize)

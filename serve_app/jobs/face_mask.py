@@ -13,6 +13,8 @@ from serve_app.imaging import decode_image
 from serve_app.mask_outputs import add_output_arguments, output_kinds, write_outputs
 from serve_app.pipelines.face_mask import SPEC, face_mask
 
+HELP = "cartoon face masks (LBPDetector -> SegFormerParser [-> CRF])"
+
 
 def options(args: argparse.Namespace) -> dict:
     return {"kinds": output_kinds(args)}
@@ -27,12 +29,4 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
     return {"faces": len(result.boxes), "boxes": display.boxes(result.boxes), "outputs": outputs}
 
 
-JOB = BatchJob(
-    name="face-mask",
-    aliases=("cartoon-mask",),
-    spec=SPEC,
-    help="cartoon face masks (LBPDetector -> SegFormerParser [-> CRF])",
-    process=process,
-    add_arguments=add_output_arguments,
-    options=options,
-)
+JOB = BatchJob(SPEC, HELP, process, aliases=("cartoon-mask",), add_arguments=add_output_arguments, options=options)

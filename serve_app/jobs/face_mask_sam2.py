@@ -22,6 +22,8 @@ from serve_app.sam2_client import Sam2Client
 from serve_app.sam2_config import OVERRIDABLE, Sam2Config
 from serve_app.schemas import FaceMaskSource
 
+HELP = "face masks from FaceMesh prompts to an external SAM2 service (polygon fallback)"
+
 # One client per worker process and config: it keeps its connection pool and its
 # concurrency bound across the rows of a block.
 _clients: dict[Sam2Config, Sam2Client] = {}
@@ -52,11 +54,4 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
     return {"faces": len(sources), "boxes": [s["box"] for s in sources], "mask_sources": sources, "outputs": outputs}
 
 
-JOB = BatchJob(
-    name="face-mask-sam2",
-    spec=SPEC,
-    help="face masks from FaceMesh prompts to an external SAM2 service (polygon fallback)",
-    process=process,
-    add_arguments=add_arguments,
-    options=options,
-)
+JOB = BatchJob(SPEC, HELP, process, add_arguments=add_arguments, options=options)

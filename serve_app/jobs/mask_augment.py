@@ -33,6 +33,8 @@ LOG_COLUMNS = (
     "output_path",
     "error",
 )
+
+HELP = "masks painted on every face and aligned crops (RetinaFace -> FaceMesh -> MaskTheFace templates)"
 CROP_QUALITY = 95
 
 
@@ -113,12 +115,4 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     print(f"mask-augment: {written} files, {len(missed)} images without a face -> {output / LOGS_FILE}")
 
 
-JOB = BatchJob(
-    name="mask-augment",
-    spec=SPEC,
-    help="masks painted on every face and aligned crops (RetinaFace -> FaceMesh -> MaskTheFace templates)",
-    process=process,
-    add_arguments=add_arguments,
-    options=options,
-    finalize=finalize,
-)
+JOB = BatchJob(SPEC, HELP, process, add_arguments=add_arguments, options=options, finalize=finalize)
