@@ -52,6 +52,18 @@ def mesh_renderer(placement: Placement, backend: str = "torch"):
     return model, lambda n: [request] * n, "meshes"
 
 
+def face_parser(placement: Placement):
+    """SegFormerParser serving the local trained UNet stand-in (what runs where the
+    SegFormer checkpoint is absent; SegFormer itself needs transformers)."""
+    from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
+    from deployments.types import ParseRequest
+
+    checkpoint = ASSETS / "face_parsing/unet_small_celebamask_19cls"
+    model = SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(checkpoint)), placement)
+    roi = np.random.default_rng(0).integers(0, 255, (256, 256, 3), np.uint8)
+    return model, lambda n: [ParseRequest(roi=roi, labels=(1, 2, 3, 4, 5))] * n, "faces"
+
+
 def onnx_model(name: str):
     def build(placement: Placement):
         if name == "ArcFace":
@@ -74,10 +86,17 @@ def onnx_model(name: str):
 BUILDERS = {
     "TDDFA": tddfa,
     "MeshRenderer": mesh_renderer,
+    "SegFormerParser": face_parser,
     "ArcFace": onnx_model("ArcFace"),
     "RetinaFace": onnx_model("RetinaFace"),
 }
-BATCHES = {"TDDFA": (1, 16, 64), "MeshRenderer": (1, 8), "ArcFace": (1, 32), "RetinaFace": (1, 8)}
+BATCHES = {
+    "TDDFA": (1, 16, 64),
+    "MeshRenderer": (1, 8),
+    "SegFormerParser": (1, 16),
+    "ArcFace": (1, 32),
+    "RetinaFace": (1, 8),
+}
 
 
 def rate(model, make, n: int, seconds: float) -> float:
