@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -53,19 +54,39 @@ class BatchJob:
         (e.g. de-duplication across the whole dataset).
     """
 
-    name: str
-    help: str
     spec: specs.PipelineSpec
+    help: str
     process: Callable[[Path, Models, dict], Awaitable[dict]]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     options: Callable[[argparse.Namespace], dict] | None = None
     finalize: Callable[[list[dict], Path, argparse.Namespace], None] | None = None
     aliases: tuple[str, ...] = ()
 
+    @property
+    def name(self) -> str:
+        """The job's command name: the pipeline's, dashed (face_extract -> face-extract)."""
+        return self.spec.name.replace("_", "-")
+
 
 class ConfigError(Exception):
     """A configuration mistake (a missing asset, a bad serve config or option): the job
     stops before any work with this one line, never a traceback (main)."""
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A `host:port` --address nothing listens on: ConfigError at once. (ray.init retries
+    an unreachable GCS for a minute or more, printing warnings.) None, "auto" and ray://
+    addresses are left to ray.init."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at --address {address} ({exc.strerror or type(exc).__name__}): "
+            "is it running? (`ray status` on its head node shows the address; leave --address out to run locally)"
+        ) from None
 
 
 def model_blocks(args: argparse.Namespace) -> dict:
@@ -224,6 +245,7 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     if todo:
         models = job_models(job, args)  # before Ray starts: a missing asset is one line, at once
         if not ray.is_initialized():
+            check_reachable(args.address)
             try:
                 ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:

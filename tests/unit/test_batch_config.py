@@ -97,3 +97,17 @@ def test_bad_options_are_one_line(folder):
     with pytest.raises(SystemExit) as stop:
         main(["face-extract", "--input", str(folder / "in"), "--output", str(folder / "file" / "out"), *TEST_WEIGHTS])
     assert str(stop.value.code).startswith("error: --output ")
+
+
+def test_an_unreachable_cluster_address_is_one_line_at_once(folder):
+    """ray.init retries an unreachable GCS for a minute or more; the job says so at once."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+        start = time.monotonic()
+        message = one_line_error(folder, "--address", address, *TEST_WEIGHTS)
+    assert message.startswith(f"error: cannot reach the Ray cluster at --address {address}"), message
+    assert "leave --address out" in message and time.monotonic() - start < 10
