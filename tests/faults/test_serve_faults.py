@@ -61,7 +61,8 @@ def test_a_replica_killed_under_load(figures):
     assert r["replicas"] == 2 and r["killed_while_running"], r
     assert r["requests"] >= 50, r  # a real load ran
     # Goal <= 1 %; a short CI run has ~100 requests, so one unlucky request is allowed.
-    assert r["failed_pct"] <= 1.0 or r["failed"] <= 1, r
+    why = {k: r[k] for k in ("requests", "failed", "failures", "calls_sent_again", "latency_ms")}
+    assert r["failed_pct"] <= 1.0 or r["failed"] <= 1, why
     assert r["recovery_s"] is not None and r["recovery_s"] <= 30, r
     assert r["replica_replaced_s"] is not None and r["replica_replaced_s"] <= 30, r
 
