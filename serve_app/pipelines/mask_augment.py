@@ -30,7 +30,9 @@ MAX_SEED = 2**32 - 1
 
 class MaskAugmentParams(Params):
     mask_types: str = Field(
-        "all", description="comma-separated mask types to draw from, or all: " + ", ".join(MASK_TYPES)
+        "all",
+        examples=["all", *MASK_TYPES],
+        description="comma-separated mask types to draw from, or all: " + ", ".join(MASK_TYPES),
     )
     n_augmentations: int = Field(1, ge=1, le=16, description="augmented copies of each image")
     seed: int | None = Field(

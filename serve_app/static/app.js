@@ -10,84 +10,50 @@ const BOX = "#ffea00"; // a detected face / a kept face
 const DUP = "#ff3d00"; // a face merged into an earlier one (face extraction)
 const OUTLINE = "rgba(0, 0, 0, 0.75)";
 
-// The pipelines, their main options (names, defaults and limits as in each pipeline's
-// parameters model, serve_app/pipelines/*.py) and how their answer is drawn.
+// The pipelines: where each is served (`prefix`: its application's route prefix; `path`:
+// its POST route there), the options the page offers and how the answer is drawn. An
+// option is only a name here: its title, default, limits and choices come from the
+// application's own OpenAPI schema (the pipeline's parameters model,
+// serve_app/pipelines/*.py), so the page never restates them.
 const PIPELINES = {
   "face-mask": {
     label: "Cartoon face mask",
-    url: "/v1/face-mask",
-    health: "/v1/face-mask/health",
+    prefix: "/v1/face-mask", path: "/", outputs: "mask,overlay", render: renderMask,
     about: "Anime / cartoon faces: LBP face detector, then the face parser on each face; the mask is tinted over the image.",
-    outputs: "mask,overlay",
-    options: [
-      { name: "include_hair", label: "Include hair", type: "checkbox", value: false },
-      { name: "threshold", label: "Mask threshold", type: "number", value: 0.5, min: 0, max: 1, step: 0.05 },
-      { name: "expand", label: "Box growth", type: "number", value: 0.15, min: 0, max: 2, step: 0.05 },
-      { name: "use_crf", label: "CRF refinement (slower)", type: "checkbox", value: false },
-    ],
-    render: renderMask,
+    options: ["include_hair", "threshold", "expand", "use_crf"],
   },
   "face-mask-sam2": {
     label: "Face mask with SAM2",
-    url: "/v1/face-mask-sam2",
-    health: "/v1/face-mask-sam2/health",
+    prefix: "/v1/face-mask-sam2", path: "/", outputs: "mask,overlay", render: renderMask,
     about: "Real and western-cartoon faces: RetinaFace and FaceMesh place each face, SAM2 segments it; " +
       "without a SAM2 service each face gets its filled FaceMesh oval.",
-    outputs: "mask,overlay",
-    options: [
-      { name: "max_num_faces", label: "Faces at most", type: "number", value: 20, min: 1, max: 100, step: 1 },
-      { name: "expand", label: "Prompt box growth", type: "number", value: 0.15, min: 0, max: 2, step: 0.05 },
-      { name: "pos_points", label: "Point prompts per face", type: "number", value: 16, min: 0, max: 64, step: 1 },
-      { name: "multimask", label: "Several SAM2 candidates, keep the best", type: "checkbox", value: true },
-    ],
-    render: renderMask,
+    options: ["max_num_faces", "expand", "pos_points", "multimask"],
   },
   "extract-faces": {
     label: "Face extraction",
-    url: "/extract-faces",
-    health: "/health",
-    json: true,
+    prefix: "", path: "/extract-faces", json: true, render: renderExtraction,
     about: "RetinaFace, 5-point alignment and ArcFace embeddings; faces of the same person (across all chosen " +
       "images) are grouped, the first one kept.",
-    options: [
-      { name: "similarity_threshold", label: "Same person at similarity ≥", type: "number", value: 0.4, min: -1, max: 1, step: 0.05 },
-      { name: "min_face_size", label: "Smallest face side (px)", type: "number", value: 20, min: 0, max: 10000, step: 1 },
-    ],
-    render: renderExtraction,
+    options: ["similarity_threshold", "min_face_size"],
   },
   "mask-augment": {
     label: "Mask augmentation",
-    url: "/v1/mask-augment",
-    health: "/v1/mask-augment/health",
+    prefix: "/v1/mask-augment", path: "/", outputs: "masked,crops", render: renderAugmentation,
     about: "Paints a face mask (MaskTheFace templates) on every face on its FaceMesh, and cuts aligned crops.",
-    outputs: "masked,crops",
-    options: [
-      { name: "mask_types", label: "Mask type", type: "select", value: "all",
-        choices: ["all", "surgical", "surgical_blue", "surgical_green", "N95", "KN95", "cloth", "gas"] },
-      { name: "n_augmentations", label: "Augmented copies", type: "number", value: 1, min: 1, max: 16, step: 1 },
-      { name: "seed", label: "Seed (empty: random)", type: "number", value: "", min: 0, max: 4294967295, step: 1 },
-      { name: "crop_style", label: "Crops", type: "select", value: "buffalo",
-        choices: ["buffalo", "original_cropping", "scale_shift", "all", "none"] },
-      { name: "no_mask", label: "Crops only, no mask", type: "checkbox", value: false },
-    ],
-    render: renderAugmentation,
+    options: ["mask_types", "n_augmentations", "seed", "crop_style", "no_mask"],
   },
   "anonymize": {
     label: "Anonymisation (3D)",
-    url: "/v1/anonymize",
-    health: "/v1/anonymize/health",
-    about: "RetinaFace, then 3DDFA_V2 fits a 3D face; the face is morphed toward the mean face, re-rendered " +
-      "and put back, keeping the eyes (and mouth) of the photo.",
-    outputs: "anonymized,renders",
-    options: [
-      { name: "alpha", label: "Morph toward the mean face (0–1)", type: "number", value: 1, min: 0, max: 1, step: 0.1 },
-      { name: "keep_pose", label: "Align the morphed face to the original", type: "checkbox", value: true },
-      { name: "remove_mouth", label: "Keep the photo's mouth too", type: "checkbox", value: true },
-      { name: "max_num_faces", label: "Faces at most", type: "number", value: 20, min: 1, max: 100, step: 1 },
-    ],
-    render: renderAnonymization,
+    prefix: "/v1/anonymize", path: "/", outputs: "anonymized,renders", render: renderAnonymization,
+    about: "RetinaFace, then 3DDFA_V2 fits a 3D face; the face is morphed toward the mean face, its texture " +
+      "blurred, the eyes (and mouth) removed, and it is re-rendered into the photo.",
+    options: ["alpha", "keep_pose", "remove_mouth", "texture_blur", "max_num_faces"],
   },
 };
+for (const p of Object.values(PIPELINES)) {
+  p.url = p.prefix + (p.path === "/" ? "" : p.path) || "/";
+  p.health = p.prefix + "/health";
+}
 
 // What an error code means for the person at the page, before the server's own message.
 const ERROR_HINTS = {
@@ -114,7 +80,7 @@ function el(tag, attrs = {}, ...children) {
   for (const [key, value] of Object.entries(attrs)) {
     if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
+    else if (value !== undefined && value !== null) node.setAttribute(key, value);
   }
   for (const child of children) if (child != null) node.append(child);
   return node;
@@ -141,7 +107,45 @@ function showPipeline() {
   $("pipeline-health").textContent = p.deployed === undefined ? "checking…" : p.deployed;
   const box = $("options");
   box.replaceChildren();
-  for (const o of p.options) box.append(optionField(o));
+  for (const o of p.fields || []) box.append(optionField(o));
+}
+
+// The pipeline's options as form fields, from its application's OpenAPI schema: the
+// POST route's request body (a form or JSON model; `allOf` and `$ref` followed).
+async function loadOptions(p) {
+  const api = await (await fetch(p.prefix + "/openapi.json", { headers: { Accept: "application/json" } })).json();
+  const resolve = (schema) => (schema.$ref ? api.components.schemas[schema.$ref.split("/").pop()] : schema);
+  const properties = {};
+  const collect = (schema) => {
+    schema = resolve(schema);
+    for (const part of schema.allOf || []) collect(part);
+    Object.assign(properties, schema.properties || {});
+  };
+  const content = api.paths[p.path].post.requestBody.content;
+  collect(Object.values(content)[0].schema);
+  p.fields = p.options.filter((name) => properties[name]).map((name) => fieldOf(name, properties[name]));
+}
+
+// One schema property -> {name, label, help, type, value, min, max, step, choices}.
+function fieldOf(name, prop) {
+  const kind = (prop.anyOf || [prop]).find((s) => s.type !== "null") || prop; // Optional[X] -> X
+  const help = prop.description || name;
+  const field = { name, label: labelOf(help), help, value: prop.default ?? "" };
+  if (kind.type === "boolean") return { ...field, type: "checkbox", value: Boolean(prop.default) };
+  const choices = kind.enum || prop.examples;
+  if (choices) return { ...field, type: "select", choices };
+  if (kind.type !== "integer" && kind.type !== "number") return { ...field, type: "text" };
+  const min = kind.minimum ?? kind.exclusiveMinimum, max = kind.maximum ?? kind.exclusiveMaximum;
+  // Integers step by 1; numbers by a round twentieth or so of their range.
+  const step = kind.type === "integer" ? 1 : max === undefined ? "any" : 10 ** Math.floor(Math.log10((max - min) / 20));
+  return { ...field, type: "number", min, max, step };
+}
+
+// A field's label: its description's first clause, without asides in parentheses (the
+// whole description is the label's tooltip).
+function labelOf(description) {
+  const clause = description.replace(/\s*\([^)]*\)/g, "").split(/[;:]/)[0].trim();
+  return clause.charAt(0).toUpperCase() + clause.slice(1);
 }
 
 function optionField(o) {
@@ -155,10 +159,10 @@ function optionField(o) {
     input = el("input", { id, name: o.name, type: "checkbox" });
     input.checked = o.value;
   } else {
-    input = el("input", { id, name: o.name, type: "number", min: o.min, max: o.max, step: o.step });
+    input = el("input", { id, name: o.name, type: o.type, min: o.min, max: o.max, step: o.step });
     input.value = o.value;
   }
-  const label = el("label", { for: id, class: o.type === "checkbox" ? "check" : "" });
+  const label = el("label", { for: id, class: o.type === "checkbox" ? "check" : "", title: o.help });
   if (o.type === "checkbox") label.append(input, " " + o.label);
   else label.append(o.label, input);
   return label;
@@ -169,7 +173,7 @@ class OptionError extends Error {}
 // The options as the endpoint wants them: form strings, or JSON numbers and booleans.
 function optionValues(p) {
   const values = {};
-  for (const o of p.options) {
+  for (const o of p.fields || []) {
     const input = $("opt-" + o.name);
     if (o.type === "checkbox") values[o.name] = input.checked;
     else if (o.type === "number") {
@@ -187,6 +191,7 @@ async function checkDeployed() {
   await Promise.all(Object.values(PIPELINES).map(async (p) => {
     try {
       const resp = await fetch(p.health, { headers: { Accept: "application/json" } });
+      if (resp.ok) await loadOptions(p);
       p.deployed = resp.ok ? "deployed" : resp.status === 404 ? "not deployed" : `health: HTTP ${resp.status}`;
     } catch (err) {
       p.deployed = "server unreachable";
@@ -196,7 +201,7 @@ async function checkDeployed() {
     const p = PIPELINES[option.value];
     option.textContent = p.label + (p.deployed === "deployed" ? "" : " (" + p.deployed + ")");
   }
-  $("pipeline-health").textContent = currentPipeline().deployed;
+  showPipeline(); // the options, now that the schemas are in
 }
 
 function showPreview() {

@@ -224,6 +224,31 @@ def test_the_page_and_its_files_are_served(server):
         assert_error(client.get(server + "/demo/index.py"), 404, "not_found")
 
 
+def test_the_options_follow_each_pipelines_parameters_model(page):
+    """The page restates no limit, default or choice: it reads them from each app's
+    OpenAPI schema, i.e. from the pipeline's parameters model."""
+    from serve_app.masks import MASK_TYPES
+    from serve_app.pipelines.face_mask import FaceMaskParams
+    from serve_app.pipelines.mask_augment import MaskAugmentParams
+
+    page.select_option("#pipeline", "face-mask")
+    field = FaceMaskParams.model_fields["threshold"]
+    limits = {m.__class__.__name__: m for m in field.metadata}
+    assert field.description == "probability cut-off for the binary mask"  # the label, capitalised
+    threshold = page.eval_on_selector(
+        "#opt-threshold", "e => [e.min, e.max, e.value, e.type, e.parentElement.textContent]"
+    )
+    label = field.description[0].upper() + field.description[1:]
+    assert threshold == [str(int(limits["Ge"].ge)), str(int(limits["Le"].le)), str(field.default), "number", label]
+    assert page.is_checked("#opt-include_hair") is FaceMaskParams.model_fields["include_hair"].default
+    page.select_option("#pipeline", "mask-augment")
+    choices = lambda sel: page.eval_on_selector_all(f"{sel} option", "os => os.map((o) => o.value)")  # noqa: E731
+    assert choices("#opt-mask_types") == ["all", *MASK_TYPES]
+    assert choices("#opt-crop_style") == list(MaskAugmentParams.model_fields["crop_style"].annotation.__args__)
+    assert page.input_value("#opt-seed") == ""  # no default: the server derives one
+    assert not page.problems, page.problems
+
+
 def test_cartoon_mask_draws_the_overlay_and_boxes(page, shots, cartoon_dir):
     response = run(page, "face-mask", [cartoon_dir / "kanosawa_anime_5faces.png"], include_hair=True)
     body = check_success(page, response, shots, "1-face-mask")
