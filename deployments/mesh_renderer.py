@@ -93,7 +93,9 @@ class RenderRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class MeshRendererConfig:
-    """backend: "auto" (PyTorch3D when importable, else plain torch) | "pytorch3d" | "torch".
+    """backend: "auto" (PyTorch3D on a GPU replica when importable, else plain torch) |
+    "pytorch3d" | "torch". On a CPU, PyTorch3D's rasteriser is several times slower than
+    the plain-torch one (bench/bench_models.py), and the two agree (parity-tested).
     supersample: samples per pixel side (alpha coverage and edge anti-aliasing)."""
 
     backend: Literal["auto", "pytorch3d", "torch"] = "auto"
@@ -189,8 +191,11 @@ class MeshRenderer:
                 "(install it from the wheelhouse: FACEGRAPH_WHEELHOUSE, scripts/setup.sh)"
             )
         self.cfg = cfg
-        self.backend = "pytorch3d" if cfg.backend == "pytorch3d" or (cfg.backend == "auto" and have_p3d) else "torch"
         self.device = torch_device(placement)
+        on_gpu = self.device.type == "cuda"
+        self.backend = (
+            "pytorch3d" if cfg.backend == "pytorch3d" or (cfg.backend == "auto" and have_p3d and on_gpu) else "torch"
+        )
 
     @staticmethod
     def item_size(item: RenderRequest) -> int:

@@ -1,6 +1,7 @@
 """Graph test: the anonymize app on the shared local Ray cluster, called over real HTTP on
 127.0.0.1. RetinaFace (det_500m), TDDFA (mb05) and MeshRenderer (backend "auto":
-PyTorch3D, installed here) are the session's model-tier deployments (tests/conftest.py
+plain torch on these CPU replicas; PyTorch3D is held to it in
+tests/deployments/test_mesh_renderer.py) are the session's model-tier deployments (tests/conftest.py
 `model_tier`); the app holds its ingress and the assembled morphable model. Small
 tex_size and img_size keep the requests fast."""
 

@@ -1,6 +1,5 @@
 """The anonymisation pipeline in-process: RetinaFace (det_500m), TDDFA (mb05) and
-MeshRenderer (plain-torch backend, for speed; the graph tests go through "auto", i.e.
-PyTorch3D) behind LocalBatcher, with the assembled morphable model.
+MeshRenderer (plain-torch backend, what "auto" picks on a CPU) behind LocalBatcher, with the assembled morphable model.
 
 The issue's evidence, measured here and printed (run with -s to see it):
 - the 68 landmarks against an independent model (MediaPipe FaceMesh) on the shared photos;
