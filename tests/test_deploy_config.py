@@ -33,8 +33,8 @@ def test_every_app_builder_is_importable_and_typed():
         args_type(**app.get("args", {}))  # the yaml args validate
 
 
-def test_model_deployments_batch_and_fit_on_two_cores():
-    cpus_at_min = 0.0
+def test_model_deployments_batch_and_fit_on_two_cores_scaled_up_too():
+    cpus_at_min = cpus_at_max = 0.0
     for _, dep in deployments():
         actor = dep.get("ray_actor_options", {})
         assert 0 < actor.get("num_cpus", 1) < 1, f"{dep['name']}: give it a fractional num_cpus"
@@ -42,11 +42,15 @@ def test_model_deployments_batch_and_fit_on_two_cores():
         if scaling:
             assert scaling["min_replicas"] <= scaling["max_replicas"], dep["name"]
         cpus_at_min += actor["num_cpus"] * (scaling["min_replicas"] if scaling else dep.get("num_replicas", 1))
+        cpus_at_max += actor["num_cpus"] * (scaling["max_replicas"] if scaling else dep.get("num_replicas", 1))
         if dep["name"] in MODEL_DEPLOYMENTS:
             batch = dep["user_config"]["max_batch_size"]
             assert dep["max_ongoing_requests"] >= batch, f"{dep['name']}: batches would never fill"
             assert dep["user_config"]["batch_wait_timeout_s"] > 0
     assert cpus_at_min <= 2.0, f"{cpus_at_min} CPUs at min replicas: will not schedule on 2 cores"
+    # Every deployment's added replica must be placeable too, or the autoscaler asks for
+    # it and Ray leaves it pending (measured: no second replica for any bottleneck).
+    assert cpus_at_max <= 2.0, f"{cpus_at_max} CPUs at max replicas: a scale-up would stay pending on 2 cores"
 
 
 def test_every_deployment_refuses_overload_and_survives_faults():
