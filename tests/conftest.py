@@ -67,6 +67,38 @@ def photos_dir(asset) -> Path:
 
 
 @pytest.fixture(scope="session")
+def load_photo(photos_dir):
+    """load_photo("name.jpg") -> uint8 RGB of a shared photo, decoded once per session."""
+    from serve_app.imaging import decode_image
+
+    cache = {}
+
+    def load(name: str):
+        if name not in cache:
+            cache[name] = decode_image((photos_dir / name).read_bytes())
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """settings_env(NAME=value, ...): set environment variables for this test and drop
+    the cached settings() (read once per process), so the app sees them; both undone
+    after the test."""
+    from serve_app.settings import settings
+
+    def set_env(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        settings.cache_clear()
+
+    yield set_env
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster for the session: {"metrics_url": the node's Prometheus
     endpoint, the one the Ray dashboard reads}."""

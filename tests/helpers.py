@@ -6,6 +6,39 @@ import socket
 
 import numpy as np
 
+# The face-extract job's models on the test weights (RetinaFace, ArcFace).
+TEST_WEIGHTS = ("--asset", "RetinaFace=retinaface-det-500m", "--asset", "ArcFace=arcface-mobilefacenet-128d")
+
+
+# Shared photos whose faces are near-frontal (|yaw| up to ~30 degrees): where the
+# 68-landmark checks hold (tests/deployments/test_tddfa.py, tests/pipelines/test_anonymize.py).
+FRONTAL_PHOTOS = (
+    "3ddfa_JianzhuGuo.jpg",
+    "3ddfa_trump_hillary.jpg",
+    "facedet1mb_nine_kids.jpg",
+    "inspireface_woman_search.jpeg",
+    "lfw_Rob_Lowe_0001.jpg",
+    "lfw_Rob_Lowe_0002.jpg",
+    "lfw_Nathalie_Baye_0002.jpg",
+    "ultralight_handshake_13.jpg",
+)
+
+
+def job_argv(job: str, src, out, *extra: str, batch_size: int = 4) -> list[str]:
+    """A batch job's command line as the tests run it: `batch_size` inputs per block and
+    half a CPU per actor (two actors fit the test cluster); `extra`: the job's own
+    options, test weights (`--asset MODEL=ASSET`) among them."""
+    common = ["--batch-size", str(batch_size), "--cpus-per-worker", "0.5"]
+    return [job, "--input", str(src), "--output", str(out), *common, *extra]
+
+
+def results_by_path(out) -> dict[str, dict]:
+    """A job's results.jsonl under `out`: {input path: its row}."""
+    import json
+    from pathlib import Path
+
+    return {r["path"]: r for r in map(json.loads, (Path(out) / "results.jsonl").read_text().splitlines())}
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from serve_app.batch import main
 from serve_app.settings import REPO_ROOT
+from tests.helpers import job_argv, results_by_path
 
 pytestmark = pytest.mark.graph
 
@@ -59,25 +60,10 @@ def folder(tmp_path, photos_dir):
 
 
 def run(folder, out, serve_config, *extra, status=0) -> dict[str, dict]:
-    argv = [
-        "anonymize",
-        "--input",
-        str(folder),
-        "--output",
-        str(out),
-        "--serve-config",
-        str(serve_config),
-        *ASSETS,
-        *SMALL,
-        "--cpus-per-worker",
-        "0.5",
-        "--batch-size",
-        "4",
-        *extra,
-    ]
-    assert main(argv) == status
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    return {r["path"]: r for r in rows}
+    assert (
+        main(job_argv("anonymize", folder, out, "--serve-config", str(serve_config), *ASSETS, *SMALL, *extra)) == status
+    )
+    return results_by_path(out)
 
 
 def test_job_writes_the_seed_layout_and_resumes(ray_cluster, folder, serve_config, tmp_path, capsys):

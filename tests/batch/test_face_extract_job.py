@@ -5,7 +5,6 @@ resumed run that skips done work. The dataset-wide de-duplication (finalize) on 
 cannot-link by input, the quality floor and the recogniser's threshold."""
 
 import argparse
-import json
 import shutil
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image
 from serve_app.batch import main
 from serve_app.jobs.face_extract import check_options, finalize
 from serve_app.settings import REPO_ROOT
+from tests.helpers import TEST_WEIGHTS, job_argv, results_by_path
 
 pytestmark = pytest.mark.graph
 
@@ -38,29 +38,13 @@ def tree(tmp_path, photos_dir):
 
 def run(src, out):
     # Blocks of 2 images: both Rob Lowe photos land in different blocks (and actors' batches).
-    return main(
-        [
-            "face-extract",
-            "--input",
-            str(src),
-            "--output",
-            str(out),
-            "--asset",
-            "RetinaFace=retinaface-det-500m",
-            "--asset",
-            "ArcFace=arcface-mobilefacenet-128d",
-            "--batch-size",
-            "2",
-            "--cpus-per-worker",
-            "0.5",
-        ]
-    )
+    return main(job_argv("face-extract", src, out, *TEST_WEIGHTS, batch_size=2))
 
 
 def test_faces_headshots_parquet_and_dataset_wide_clusters(tree, tmp_path, ray_cluster, capsys):
     out = tmp_path / "out"
     assert run(tree, out) == 0
-    rows = {r["path"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    rows = results_by_path(out)
     assert len(rows) == 7
     assert rows["corrupt.jpg"]["error"].startswith("corrupt_image")
     assert rows["notes.txt"]["error"].startswith("unsupported_format")

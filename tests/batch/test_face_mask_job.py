@@ -2,7 +2,6 @@
 corrupt file and a non-image: every input ends as a row, outputs mirror the tree,
 and a second run skips what is done."""
 
-import json
 import shutil
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from PIL import Image
 
 from serve_app.batch import main
+from tests.helpers import job_argv, results_by_path
 
 pytestmark = pytest.mark.graph
 
@@ -29,26 +29,11 @@ def tree(tmp_path, cartoon_dir, photos_dir):
 
 def run(src, out, *extra):
     # The models as serve_config.yaml configures them, with the test parser's weights.
-    return main(
-        [
-            "face-mask",
-            "--input",
-            str(src),
-            "--output",
-            str(out),
-            "--asset",
-            "SegFormerParser=segformer-parser-tiny",
-            "--batch-size",
-            "4",
-            "--cpus-per-worker",
-            "0.5",
-            *extra,
-        ]
-    )
+    return main(job_argv("face-mask", src, out, "--asset", "SegFormerParser=segformer-parser-tiny", *extra))
 
 
 def rows_of(out):
-    return {r["path"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    return results_by_path(out)
 
 
 def test_every_input_is_a_row_and_outputs_mirror_the_tree(tree, tmp_path, ray_cluster):

@@ -3,7 +3,6 @@ no-face image) on the shared local Ray cluster, SAM2 stood in on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from PIL import Image
 
 from serve_app.batch import main
-from tests.helpers import free_port
+from tests.helpers import free_port, job_argv, results_by_path
 from tests.sam2_standin import Sam2StandIn
 
 pytestmark = pytest.mark.graph
@@ -30,26 +29,9 @@ def folder(tmp_path_factory, photos_dir):
 
 def run(folder, out, url, *extra) -> dict[str, dict]:
     # The models as serve_config.yaml configures them, with the test detector's weights.
-    argv = [
-        "face-mask-sam2",
-        "--input",
-        str(folder),
-        "--output",
-        str(out),
-        "--sam2-url",
-        url,
-        "--asset",
-        "RetinaFace=retinaface-det-500m",
-        "--cpus-per-worker",
-        "0.5",
-        "--batch-size",
-        "4",
-        "--overlay",
-        *extra,
-    ]
-    assert main(argv) == 0
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    return {r["path"]: r for r in rows}
+    extra = ("--sam2-url", url, "--asset", "RetinaFace=retinaface-det-500m", "--overlay", *extra)
+    assert main(job_argv("face-mask-sam2", folder, out, *extra)) == 0
+    return results_by_path(out)
 
 
 def test_job_masks_a_folder_with_sam2_and_resumes(ray_cluster, folder, tmp_path):

@@ -6,7 +6,6 @@ re-run that skips what is done and retries what failed."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 
 import numpy as np
@@ -18,6 +17,7 @@ from serve_app.imaging import decode_image
 from serve_app.jobs.mask_augment import image_seed
 from serve_app.masks import MASK_TYPES, draw_augmentation, load_templates
 from serve_app.pipelines.mask_augment import seed_from
+from tests.helpers import job_argv, results_by_path
 from tests.images import gradient_rgb
 
 pytestmark = pytest.mark.graph
@@ -31,22 +31,8 @@ ONE_FACE = "lfw_Rob_Lowe_0001.jpg"  # 250 x 250
 
 def run(src, out, *extra) -> dict[str, dict]:
     # The models as serve_config.yaml configures them, with the test detector's weights.
-    argv = [
-        "mask-augment",
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-        "--asset",
-        "RetinaFace=retinaface-det-500m",
-        "--cpus-per-worker",
-        "0.5",
-        "--batch-size",
-        "4",
-        *extra,
-    ]
-    assert main(argv) == 0
-    return {r["path"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert main(job_argv("mask-augment", src, out, "--asset", "RetinaFace=retinaface-det-500m", *extra)) == 0
+    return results_by_path(out)
 
 
 def logs_of(out) -> list[dict]:

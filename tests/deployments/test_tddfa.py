@@ -11,20 +11,12 @@ from deployments.bfm import MorphableModel, to_image
 from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.tddfa import TDDFA, TDDFAConfig, crop_120, crops_for_boxes, roi_box_from_bbox
 from serve_app.imaging import decode_image
+from tests.helpers import FRONTAL_PHOTOS
 
 # Photos with near-frontal faces (|yaw| up to ~30 degrees): the 68 landmarks' eye
 # centres, nose tip and mouth corners land within 8 % of the inter-ocular distance of
 # RetinaFace's 5 points on average per photo (measured 2.3-6.9 %, see the report).
-FRONTAL = [
-    "3ddfa_JianzhuGuo.jpg",
-    "3ddfa_trump_hillary.jpg",
-    "facedet1mb_nine_kids.jpg",
-    "inspireface_woman_search.jpeg",
-    "lfw_Rob_Lowe_0001.jpg",
-    "lfw_Rob_Lowe_0002.jpg",
-    "lfw_Nathalie_Baye_0002.jpg",
-    "ultralight_handshake_13.jpg",
-]
+FRONTAL = list(FRONTAL_PHOTOS)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from serve_app.batch import main
+from tests.helpers import TEST_WEIGHTS, job_argv
 
 pytestmark = [pytest.mark.fault, pytest.mark.graph]
 
@@ -32,22 +33,8 @@ COPIES = 4  # 24 inputs: enough blocks of 2 that the kill lands mid-run
 ROWS_BEFORE_KILL = 4
 
 
-def job_argv(src, out, address=None):
-    return [
-        "face-extract",
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-        "--asset",
-        "RetinaFace=retinaface-det-500m",
-        "--asset",
-        "ArcFace=arcface-mobilefacenet-128d",
-        "--batch-size",
-        "2",
-        "--cpus-per-worker",
-        "0.5",
-    ] + (["--address", address] if address else [])
+def face_extract_argv(src, out, *extra):
+    return job_argv("face-extract", src, out, *TEST_WEIGHTS, *extra, batch_size=2)
 
 
 def lines(path):
@@ -69,7 +56,12 @@ def test_killed_mid_run_then_resumed_every_input_once_and_whole(tmp_path, photos
     # The first run: its own driver process on the session's cluster, killed once a few rows are in.
     log = open(tmp_path / "killed_run.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serve_app.batch", *job_argv(src, out, ray.get_runtime_context().gcs_address)],
+        [
+            sys.executable,
+            "-m",
+            "serve_app.batch",
+            *face_extract_argv(src, out, "--address", ray.get_runtime_context().gcs_address),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
@@ -91,7 +83,7 @@ def test_killed_mid_run_then_resumed_every_input_once_and_whole(tmp_path, photos
         f.write('{"path": "set3/lfw_Rob_Lowe_0001.jpg", "error": nu')
 
     # The second run, to the end (in this process, on the same cluster).
-    assert main(job_argv(src, out)) == 0
+    assert main(face_extract_argv(src, out)) == 0
     printed = capsys.readouterr().out
     assert (
         f"{len(inputs)} inputs, {done_before} already done" in printed

@@ -26,9 +26,9 @@ from deployments.tddfa import TDDFA, TDDFAConfig, crops_for_boxes
 from deployments.types import IBUG_68
 from serve_app import face3d
 from serve_app.face_align import aligned_crops
-from serve_app.imaging import decode_image
 from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize
 from serve_app.pipelines.locate import locate_faces
+from tests.helpers import FRONTAL_PHOTOS
 
 SMALL = dict(tex_size=256, img_size=128)  # request sizes that keep the tests fast
 ONE_FACE, SAME_PERSON = "lfw_Rob_Lowe_0001.jpg", "lfw_Rob_Lowe_0002.jpg"
@@ -52,18 +52,8 @@ IBUG_TO_MESH = {
     10: (379,),
     12: (397, 288),  # jaw
 }
-# Photos whose faces are near-frontal (|yaw| up to ~30 degrees; the same list as
-# tests/deployments/test_tddfa.py): the issue's aim, NME <= 0.08, applies to these.
-FRONTAL = [
-    "3ddfa_JianzhuGuo.jpg",
-    "3ddfa_trump_hillary.jpg",
-    "facedet1mb_nine_kids.jpg",
-    "inspireface_woman_search.jpeg",
-    "lfw_Rob_Lowe_0001.jpg",
-    "lfw_Rob_Lowe_0002.jpg",
-    "lfw_Nathalie_Baye_0002.jpg",
-    "ultralight_handshake_13.jpg",
-]
+# The issue's aim, NME <= 0.08, applies to the near-frontal photos.
+FRONTAL = list(FRONTAL_PHOTOS)
 # Measured, not asserted: a masked face (FaceMesh guesses the covered half), profiles
 # (yaw -66 to -83 degrees) and a dog (no human face at all).
 OTHERS = ["inspireface_mask2_masked.jpg", "ultralight_audience_profiles_24.jpg", "dlib_dogs_noface.jpg"]
@@ -95,19 +85,7 @@ def models(asset):
 
 
 @pytest.fixture(scope="module")
-def load(photos_dir):
-    cache = {}
-
-    def _load(name: str) -> np.ndarray:
-        if name not in cache:
-            cache[name] = decode_image((photos_dir / name).read_bytes())
-        return cache[name]
-
-    return _load
-
-
-@pytest.fixture(scope="module")
-def run(bfm, models, load):
+def run(bfm, models, load_photo):
     """run(name, frontal=False, **params) -> AnonymizeResult, cached per (photo, params):
     most checks share the runs of the identity check (no frontal renders asked for)."""
     cache = {}
@@ -115,7 +93,7 @@ def run(bfm, models, load):
     def _run(name: str, frontal: bool = False, **params):
         key = (name, frontal, tuple(sorted(params.items())))
         if key not in cache:
-            work = anonymize(load(name), AnonymizeParams(**{**SMALL, **params}), bfm, frontal=frontal, **models)
+            work = anonymize(load_photo(name), AnonymizeParams(**{**SMALL, **params}), bfm, frontal=frontal, **models)
             cache[key] = asyncio.run(work)
         return cache[key]
 
@@ -147,14 +125,14 @@ def landmark_errors(image, located, tddfa, bfm) -> list[float]:
     return errors
 
 
-def test_68_landmarks_agree_with_facemesh(models, bfm, load):
+def test_68_landmarks_agree_with_facemesh(models, bfm, load_photo):
     tddfa = models["reconstruct"].model
     mesh_model = FaceMesh(FaceMeshConfig())
     mesh = LocalBatcher(mesh_model)
     per_photo = {}
     try:
         for name in FRONTAL + OTHERS:
-            image = load(name)
+            image = load_photo(name)
             located = asyncio.run(locate_faces(image, models["detect"], mesh))
             per_photo[name] = landmark_errors(image, located, tddfa, bfm)
     finally:
@@ -170,9 +148,9 @@ def test_68_landmarks_agree_with_facemesh(models, bfm, load):
     assert np.max(frontal) <= 0.12
 
 
-def test_pipeline_landmarks_are_the_reconstructed_ones(run, models, bfm, load):
+def test_pipeline_landmarks_are_the_reconstructed_ones(run, models, bfm, load_photo):
     """The pipeline's 68 landmarks are those the check above measured (same crops, same model)."""
-    image = load(TWO_FACES)
+    image = load_photo(TWO_FACES)
     result = run(TWO_FACES)
     assert len(result.faces) == 2
     for anon in result.faces:
@@ -195,14 +173,14 @@ def embed(asset):
     return lambda image, five: arcface.predict([aligned_crops(image, five, (112,))[0]])[0]
 
 
-def test_anonymisation_changes_identity(run, models, load, embed):
+def test_anonymisation_changes_identity(run, models, load_photo, embed):
     detector = models["detect"].model
     # The same-person level: one person, two photos (the extraction pipeline's check).
-    a, b = (detector.predict([load(n)])[0][0] for n in (ONE_FACE, SAME_PERSON))
-    same_person = float(embed(load(ONE_FACE), a.points) @ embed(load(SAME_PERSON), b.points))
+    a, b = (detector.predict([load_photo(n)])[0][0] for n in (ONE_FACE, SAME_PERSON))
+    same_person = float(embed(load_photo(ONE_FACE), a.points) @ embed(load_photo(SAME_PERSON), b.points))
     cosines = {}
     for name in IDENTITY:
-        image, result = load(name), run(name)
+        image, result = load_photo(name), run(name)
         # The anonymised faces as the recogniser would find them: detected again.
         again = detector.predict([result.anonymized])[0]
         for i, anon in enumerate(result.faces):
@@ -232,9 +210,9 @@ def test_anonymisation_changes_identity(run, models, load, embed):
 # ---- the photo around the faces -----------------------------------------------------------
 
 
-def test_background_is_byte_identical_and_every_face_is_replaced(run, load):
+def test_background_is_byte_identical_and_every_face_is_replaced(run, load_photo):
     for name in (TWO_FACES, "ultralight_handshake_13.jpg"):
-        image, result = load(name), run(name)
+        image, result = load_photo(name), run(name)
         height, width = image.shape[:2]
         assert result.anonymized.shape == image.shape and result.anonymized.dtype == np.uint8
         regions = np.zeros((height, width), bool)
@@ -251,8 +229,8 @@ def test_background_is_byte_identical_and_every_face_is_replaced(run, load):
         np.testing.assert_array_equal(result.segmented[..., :3][kept], image[kept])
 
 
-def test_no_face_leaves_the_image_unchanged(run, load):
-    image, result = load(NO_FACE), run(NO_FACE)
+def test_no_face_leaves_the_image_unchanged(run, load_photo):
+    image, result = load_photo(NO_FACE), run(NO_FACE)
     assert result.faces == [] and (result.width, result.height) == (image.shape[1], image.shape[0])
     np.testing.assert_array_equal(result.anonymized, image)
     assert result.segmented.shape == image.shape[:2] + (4,) and np.all(result.segmented[..., 3] == 255)

@@ -16,7 +16,6 @@ from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from deployments.types import MESH_478
 from serve_app import sam2_client as sc
-from serve_app.imaging import decode_image
 from serve_app.pipelines.face_mask_sam2 import (
     POLYGON,
     SAM2,
@@ -58,18 +57,6 @@ def sam2_works(standin):
     standin.mode = "png"
     yield
     standin.mode = "png"
-
-
-@pytest.fixture(scope="module")
-def load(photos_dir):
-    cache = {}
-
-    def _load(name: str) -> np.ndarray:
-        if name not in cache:
-            cache[name] = decode_image((photos_dir / name).read_bytes())
-        return cache[name]
-
-    return _load
 
 
 def run(image, models, sam2_cfg: Sam2Config, **params):
@@ -115,8 +102,8 @@ def test_spec_names_the_models_it_calls():
     assert SPEC.models == {"detect": "RetinaFace", "mesh": "FaceMesh"}
 
 
-def test_sam2_masks_on_a_real_photo(models, load, standin):
-    image = load(TWO_FACES)
+def test_sam2_masks_on_a_real_photo(models, load_photo, standin):
+    image = load_photo(TWO_FACES)
     before = standin.calls()
     result = run(image, models, Sam2Config(url=standin.url))
     assert (result.width, result.height) == (1536, 689) and result.mask.shape == (689, 1536)
@@ -133,19 +120,24 @@ def test_sam2_masks_on_a_real_photo(models, load, standin):
         assert labels.count(1) == 16 and labels.count(0) > 0 and call["multimask"] is True
 
 
-def test_parameters_reach_sam2(models, load, standin):
+def test_parameters_reach_sam2(models, load_photo, standin):
     before = standin.calls()
     result = run(
-        load("lfw_Rob_Lowe_0001.jpg"), models, Sam2Config(url=standin.url), multimask=False, pos_points=4, expand=0.0
+        load_photo("lfw_Rob_Lowe_0001.jpg"),
+        models,
+        Sam2Config(url=standin.url),
+        multimask=False,
+        pos_points=4,
+        expand=0.0,
     )
     [call] = standin.received[before:]
     assert call["multimask"] is False and [p[2] for p in call["points"]].count(1) == 4
     assert call["box"] == result.faces[0].prompt_box
 
 
-def test_polygon_fallback_without_sam2(models, load, standin):
+def test_polygon_fallback_without_sam2(models, load_photo, standin):
     """No SAM2_URL: every face is its filled face-oval polygon, drawn from the mesh."""
-    image = load(TWO_FACES)
+    image = load_photo(TWO_FACES)
     before = standin.calls()
     result = run(image, models, Sam2Config())
     assert standin.calls() == before
@@ -159,8 +151,8 @@ def test_polygon_fallback_without_sam2(models, load, standin):
     assert not result.mask[~inside_prompt_boxes(result)].any()
 
 
-def test_a_failing_sam2_falls_back_to_the_same_polygons(models, load, standin):
-    image = load(TWO_FACES)
+def test_a_failing_sam2_falls_back_to_the_same_polygons(models, load_photo, standin):
+    image = load_photo(TWO_FACES)
     polygons = run(image, models, Sam2Config())
     standin.mode = "error500"
     failed = run(image, models, Sam2Config(url=standin.url, retries=0, breaker_failures=0))
@@ -172,13 +164,13 @@ def test_a_failing_sam2_falls_back_to_the_same_polygons(models, load, standin):
     np.testing.assert_array_equal(empty.mask, polygons.mask)
 
 
-def test_masks_cover_the_faces_on_real_photos(models, load):
+def test_masks_cover_the_faces_on_real_photos(models, load_photo):
     """Each face's mask is its own face: the mesh sits on the detector's face (its 5
     points agree), the mask fills most of the detector box and little outside it, and
     on faces turned less than 25 degrees it holds the eyes, nose tip and mouth corners
     (on a face turned further the projected oval can leave the nose out)."""
     for name in (TWO_FACES, GROUP, "lfw_Nathalie_Baye_0002.jpg", "facedet1mb_nine_kids.jpg"):
-        image = load(name)
+        image = load_photo(name)
         result = run(image, models, Sam2Config())
         faces = located(image, models)
         assert len(result.faces) == len(faces) > 0, name
@@ -201,8 +193,8 @@ def test_masks_cover_the_faces_on_real_photos(models, load):
         np.testing.assert_array_equal(result.mask > 0, union)
 
 
-def test_small_faces_of_a_group_photo_are_meshed_and_capped(models, load, standin):
-    image = load(GROUP)
+def test_small_faces_of_a_group_photo_are_meshed_and_capped(models, load_photo, standin):
+    image = load_photo(GROUP)
     result = run(image, models, Sam2Config(url=standin.url))
     assert len(result.faces) == 6  # RetinaFace's six faces, each meshed on its own crop
     assert all(f.meshed and f.mask_source == SAM2 for f in result.faces)
@@ -213,8 +205,8 @@ def test_small_faces_of_a_group_photo_are_meshed_and_capped(models, load, standi
         np.testing.assert_array_equal(a.box, b.box)
 
 
-def test_a_larger_image_gives_the_same_faces_scaled(models, load):
-    image = load("lfw_Rob_Lowe_0001.jpg")
+def test_a_larger_image_gives_the_same_faces_scaled(models, load_photo):
+    image = load_photo("lfw_Rob_Lowe_0001.jpg")
     big = cv2.resize(image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
     small_run, big_run = run(image, models, Sam2Config()), run(big, models, Sam2Config())
     assert len(small_run.faces) == len(big_run.faces) == 1
@@ -224,8 +216,8 @@ def test_a_larger_image_gives_the_same_faces_scaled(models, load):
     assert (small_mask & big_mask).sum() / (small_mask | big_mask).sum() > 0.9
 
 
-def test_no_face_is_an_empty_mask_and_no_sam2_call(models, load, standin):
-    image = load(NO_FACE)
+def test_no_face_is_an_empty_mask_and_no_sam2_call(models, load_photo, standin):
+    image = load_photo(NO_FACE)
     before = standin.calls()
     result = run(image, models, Sam2Config(url=standin.url))
     assert result.faces == [] and result.mask.shape == image.shape[:2] and result.mask.max() == 0

@@ -18,7 +18,6 @@ from deployments.geometry import expand_box
 from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from serve_app.crops import CROP_STYLES, buffalo_crop, original_crop
-from serve_app.imaging import decode_image
 from serve_app.masks import MASK_TYPES, TEXTURED, TINTABLE
 from serve_app.pipelines.mask_augment import MAX_SEED, SPEC, MaskAugmentParams, mask_augment, seed_from
 from tests.images import gradient_rgb
@@ -39,18 +38,6 @@ def models(asset):
         LocalBatcher(mesh_model),
     )
     mesh_model.close()
-
-
-@pytest.fixture(scope="module")
-def load(photos_dir):
-    cache = {}
-
-    def _load(name: str) -> np.ndarray:
-        if name not in cache:
-            cache[name] = decode_image((photos_dir / name).read_bytes())
-        return cache[name]
-
-    return _load
 
 
 def run(image, models, seed=1234, **params):
@@ -100,8 +87,8 @@ def test_seed_from_text_is_stable_and_in_range():
 
 
 @pytest.mark.parametrize("name", sorted(GROUPS))
-def test_every_face_of_a_group_photo_gets_a_mask_and_a_crop(models, load, name):
-    image = load(name)
+def test_every_face_of_a_group_photo_gets_a_mask_and_a_crop(models, load_photo, name):
+    image = load_photo(name)
     result = run(image, models)
     assert (result.width, result.height) == (image.shape[1], image.shape[0]) and result.seed == 1234
     assert len(result.faces) == GROUPS[name] and all(f.meshed for f in result.faces)
@@ -130,8 +117,8 @@ def test_every_face_of_a_group_photo_gets_a_mask_and_a_crop(models, load, name):
     assert not (changed & ~near_faces).any()
 
 
-def test_same_seed_same_bytes_other_seed_differs(models, load):
-    image = load("insightface_t1.jpg")
+def test_same_seed_same_bytes_other_seed_differs(models, load_photo):
+    image = load_photo("insightface_t1.jpg")
     first = run(image, models, seed=11, n_augmentations=2, crop_style="all")
     again = run(image, models, seed=11, n_augmentations=2, crop_style="all")
     assert same_bytes(first, again)
@@ -142,10 +129,10 @@ def test_same_seed_same_bytes_other_seed_differs(models, load):
     assert first.augmentations[0].image.tobytes() != first.augmentations[1].image.tobytes()
 
 
-def test_augmentation_k_does_not_depend_on_how_many_are_drawn(models, load):
+def test_augmentation_k_does_not_depend_on_how_many_are_drawn(models, load_photo):
     """Augmentation k draws from its own generator (seed, k): the same whether the
     request asks for k + 1 augmentations or 16."""
-    image = load(TWO_FACES)
+    image = load_photo(TWO_FACES)
     full = run(image, models, seed=5, n_augmentations=16, crop_style="all")
     assert len(full.augmentations) == 16
     assert len({tuple(fa.mask_type for fa in aug.faces) for aug in full.augmentations}) > 1
@@ -159,8 +146,8 @@ def test_augmentation_k_does_not_depend_on_how_many_are_drawn(models, load):
             ), (k, i)
 
 
-def test_no_mask_keeps_the_image_and_crops_the_original(models, load):
-    image = load("facedet1mb_nine_kids.jpg")
+def test_no_mask_keeps_the_image_and_crops_the_original(models, load_photo):
+    image = load_photo("facedet1mb_nine_kids.jpg")
     result = run(image, models, no_mask=True, crop_style="all", n_augmentations=2)
     assert len(result.faces) == 8 and len(result.augmentations) == 2
     for aug in result.augmentations:
@@ -186,8 +173,8 @@ def test_no_mask_keeps_the_image_and_crops_the_original(models, load):
         ("scale_shift", ("scale_shift",)),
     ],
 )
-def test_crop_styles(models, load, style, expected):
-    image = load(ONE_FACE)
+def test_crop_styles(models, load_photo, style, expected):
+    image = load_photo(ONE_FACE)
     result = run(image, models, crop_style=style)
     [face] = result.faces
     [fa] = result.augmentations[0].faces
@@ -199,22 +186,22 @@ def test_crop_styles(models, load, style, expected):
         np.testing.assert_array_equal(fa.crops[style], original_crop(result.augmentations[0].image, face, size=112))
 
 
-def test_crop_size_224(models, load):
-    result = run(load(TWO_FACES), models, crop_style="all", crop_size=224)
+def test_crop_size_224(models, load_photo):
+    result = run(load_photo(TWO_FACES), models, crop_style="all", crop_size=224)
     for face, fa in zip(result.faces, result.augmentations[0].faces):
         assert {k: c.shape for k, c in fa.crops.items()} == {k: (224, 224, 3) for k in CROP_STYLES}
         np.testing.assert_array_equal(fa.crops["buffalo"], buffalo_crop(result.augmentations[0].image, face, 224))
 
 
-def test_scale_shift_ranges_reach_the_crop(models, load):
+def test_scale_shift_ranges_reach_the_crop(models, load_photo):
     """With no scale or shift to draw, scale_shift is exactly the aligned crop."""
-    result = run(load(ONE_FACE), models, crop_style="all", scale_min=1.0, scale_max=1.0, shift_max=0.0)
+    result = run(load_photo(ONE_FACE), models, crop_style="all", scale_min=1.0, scale_max=1.0, shift_max=0.0)
     crops = result.augmentations[0].faces[0].crops
     np.testing.assert_array_equal(crops["scale_shift"], crops["buffalo"])
 
 
-def test_a_face_that_cannot_be_meshed_is_cropped_without_a_mask(models, load):
-    image = load(PROFILES)
+def test_a_face_that_cannot_be_meshed_is_cropped_without_a_mask(models, load_photo):
+    image = load_photo(PROFILES)
     result = run(image, models, crop_style="all", n_augmentations=2)
     meshed = [f.meshed for f in result.faces]
     assert len(meshed) == 8 and meshed.count(False) == 2
@@ -236,15 +223,15 @@ def test_a_face_that_cannot_be_meshed_is_cropped_without_a_mask(models, load):
 
 
 @pytest.mark.parametrize("source", ["photo", "gradient"])
-def test_no_face_gives_empty_results(models, load, source):
-    image = load(NO_FACE) if source == "photo" else np.asarray(gradient_rgb(320, 240))
+def test_no_face_gives_empty_results(models, load_photo, source):
+    image = load_photo(NO_FACE) if source == "photo" else np.asarray(gradient_rgb(320, 240))
     result = run(image, models, seed=9, n_augmentations=3, crop_style="all")
     assert result.faces == [] and result.augmentations == []
     assert (result.width, result.height, result.seed) == (image.shape[1], image.shape[0], 9)
 
 
-def test_mask_types_limit_the_choice(models, load):
-    result = run(load("facedet1mb_nine_kids.jpg"), models, mask_types="surgical, cloth", n_augmentations=2)
+def test_mask_types_limit_the_choice(models, load_photo):
+    result = run(load_photo("facedet1mb_nine_kids.jpg"), models, mask_types="surgical, cloth", n_augmentations=2)
     drawn = {fa.mask_type for aug in result.augmentations for fa in aug.faces}
     assert drawn == {"surgical", "cloth"}  # 16 draws: both come up
     for aug in result.augmentations:

@@ -14,19 +14,12 @@ def repo_cache() -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, repo_cache, mirror):
+def env(settings_env, monkeypatch, tmp_path, repo_cache, mirror):
     """Point the resolver at empty temporary folders; restore settings after."""
-
-    def set_env(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, str(v))
-        settings.cache_clear()
-
     # Stand-ins off unless a test turns them on, whatever the process's environment.
     monkeypatch.delenv("FACEGRAPH_ALLOW_STAND_INS", raising=False)
-    set_env(FACEGRAPH_ASSETS_CACHE=tmp_path / "cache", FACEGRAPH_ASSETS_DIR="")
-    yield set_env
-    settings.cache_clear()
+    settings_env(FACEGRAPH_ASSETS_CACHE=tmp_path / "cache", FACEGRAPH_ASSETS_DIR="")
+    return settings_env
 
 
 @pytest.fixture

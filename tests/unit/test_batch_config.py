@@ -7,21 +7,15 @@ from pathlib import Path
 import pytest
 
 from serve_app.batch import main
-from serve_app.settings import REPO_ROOT, settings
+from serve_app.settings import REPO_ROOT
+from tests.helpers import TEST_WEIGHTS
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
-TEST_WEIGHTS = ["--asset", "RetinaFace=retinaface-det-500m", "--asset", "ArcFace=arcface-mobilefacenet-128d"]
 
 
 @pytest.fixture
-def env(monkeypatch):
-    def set_env(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, str(v))
-        settings.cache_clear()
-
-    yield set_env
-    settings.cache_clear()
+def env(settings_env):
+    return settings_env
 
 
 @pytest.fixture

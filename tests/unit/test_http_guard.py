@@ -13,7 +13,6 @@ from pydantic import BaseModel
 
 from serve_app.apps.ingress import ImageUpload, upload_form
 from serve_app.pipelines.face_mask import FaceMaskParams
-from serve_app.settings import settings
 from serve_app.spec import from_form
 from tests.helpers import assert_error
 
@@ -28,15 +27,9 @@ MaskForm = upload_form(FaceMaskParams, ("mask",), "mask")
 
 
 @pytest.fixture
-def env(monkeypatch):
-    def set_env(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, str(v))
-        settings.cache_clear()
-
-    set_env(ALLOWED_ORIGINS="https://app.example", BODY_TIMEOUT="0.5")
-    yield set_env
-    settings.cache_clear()
+def env(settings_env):
+    settings_env(ALLOWED_ORIGINS="https://app.example", BODY_TIMEOUT="0.5")
+    return settings_env
 
 
 @pytest.fixture
