@@ -138,13 +138,14 @@ class SegFormerParser:
         for i, item in enumerate(items):
             select[i, [label for label in item.labels if 0 <= label < self.num_labels]] = 1.0
         if self._onnx is not None:
-            return np.einsum("nl,nlhw->nhw", select, self._onnx(pixels))
+            return np.einsum("nl,nlhw->nhw", select, self._forward(pixels))
         with inference():
             probs = self._torch_probabilities(pixels)
             return torch.einsum("nl,nlhw->nhw", torch.from_numpy(select).to(self.device), probs).cpu().numpy()
 
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
-        """-> probabilities [N, labels, h, w] (softmax over the labels), on the CPU."""
+        """-> probabilities [N, labels, h, w] (softmax over the labels), on the CPU (every
+        label's map: the tests read them; predict sums on the device instead)."""
         if self._onnx is not None:
             return self._onnx(pixels)
         with inference():

@@ -1,6 +1,7 @@
 """3D face geometry for the anonymisation pipeline: from TDDFA's parameters to an
 image-space mesh, the eyes/mouth cut-out, the morph toward the mean face and the
-texture re-baked into UV space. Pure numpy/OpenCV: no models, no Ray.
+texture re-baked into UV space, and the render requests for each face. Pure
+numpy/OpenCV (RenderRequest is only the renderer's request type): no models, no Ray.
 
 Image space (3DDFA_V2's): x right and y down in pixels, z depth with larger z nearer
 the camera. Model space (the morphable model's): x right, y up, z towards the camera.
