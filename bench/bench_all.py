@@ -16,7 +16,10 @@
 
 The two sides of every ratio take turns (--rounds rounds of: a pass over the endpoint's
 images on one side, then on the other), so a load that comes and goes on a shared box
-hits both alike; the load average is printed with the table. The served graph is the
+hits both alike; the load average is printed with the table. Before its turns each
+endpoint gets --steady-s seconds of HTTP load, not counted, so the graph is measured as
+the autoscaler has scaled it for that load (its replicas then stay: scale-down waits
+10 minutes). The served graph is the
 repo's serve_config.yaml as it is (port moved to a free one; --asset, --parser-runtime and
 --deployment applied to a temporary copy), with the test stand-ins where production
 weights are absent (FACEGRAPH_ALLOW_STAND_INS=1, as scripts/serve.sh); the in-process
@@ -133,14 +136,16 @@ def take_turns(sides: dict[str, Side], n: int, rounds: int, watch: str | None = 
             if name != watch:
                 side.turn(n)
                 continue
-            procs = serve_processes()
+            procs = {**serve_processes(), os.getpid(): "bench (the HTTP clients)"}
             names.update(procs)
-            before, start = cpu_seconds(procs), time.perf_counter()
+            before, box_before, start = cpu_seconds(procs), box_busy_seconds(), time.perf_counter()
             side.turn(n)
             wall += time.perf_counter() - start
             after = cpu_seconds(procs)
             for pid in after:
                 used[pid] = used.get(pid, 0.0) + after[pid] - before.get(pid, after[pid])
+            used[0] = used.get(0, 0.0) + box_busy_seconds() - box_before
+            names[0] = BOX
     cores = _named(names, {pid: v / wall for pid, v in used.items()}) if wall else {}
     return {name: side.result() for name, side in sides.items()}, cores
 
@@ -251,6 +256,7 @@ def compare_endpoint(args, out: dict, name: str, base: str, local: InProcess, co
     if name == "face-mask":
         sides["seed"], seed = seed_side(config, args.clients)
     n = len(payloads) if args.quick else max(len(payloads), 2 * args.clients)
+    steady_load(send, args.clients, 0 if args.quick else args.steady_s)
     try:
         runs, cores = take_turns(sides, n, 1 if args.quick else args.rounds, watch=f"http@{args.clients}")
     finally:
@@ -268,6 +274,16 @@ def compare_endpoint(args, out: dict, name: str, base: str, local: InProcess, co
         out["seed"] = runs["seed"]
     shown = ", ".join(f"{k} {r.rate:.2f}" for k, r in runs.items())
     print(f"{name}: req/s {shown}, http@1 {single.result().rate:.2f} ({load()})", flush=True)
+
+
+def steady_load(send, clients: int, seconds: float) -> None:
+    """HTTP load at `clients` clients for `seconds`, not counted: the autoscaler adds
+    replicas only after upscale_delay_s of sustained load, and one turn of a comparison
+    lasts a few seconds, so without this the graph is measured before it has scaled to
+    the load (what a user with a steady load sees is the scaled graph)."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        http_run(send, 4 * clients, clients, warmup=False)
 
 
 def wait_ready(base: str, routes: list[str], timeout_s: float) -> float:
@@ -338,6 +354,15 @@ def replica_rss(procs: dict[int, str]) -> dict[str, float]:
             continue
         values[pid] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
     return _named(procs, values)
+
+
+BOX = "whole machine"  # every process: Serve's, the clients, Ray's raylet and GCS, anything else
+
+
+def box_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores; /proc/stat minus idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(procs: dict[int, str]) -> dict[int, float]:
@@ -433,10 +458,14 @@ def print_table(args, out: dict) -> None:
     if out.get("parser_rates"):
         print("parser ROI/s: " + ", ".join(f"{k} {v:.2f}" for k, v in out["parser_rates"].items()))
     for name, cores in out.get("cpu", {}).items():
+        cores = dict(cores)
+        box = cores.pop(BOX, None)
         busy = sorted(((v, k) for k, v in cores.items() if v >= 0.02), reverse=True)
         print(
             f"\ncores used during HTTP {name} at {args.clients} clients (of {os.cpu_count()}; "
-            f"sum {sum(cores.values()):.2f}): " + ", ".join(f"{k} {v:.2f}" for v, k in busy)
+            + (f"whole machine {box:.2f}; " if box is not None else "")
+            + f"these processes {sum(cores.values()):.2f}): "
+            + ", ".join(f"{k} {v:.2f}" for v, k in busy)
         )
     for key, label in (("rss_ready", "RSS MiB per process, all apps ready"), ("rss_loaded", "after the HTTP runs")):
         if out.get(key):
@@ -474,6 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--p1-clients", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--rounds", type=int, default=3, help="turns each side of a comparison takes")
+    ap.add_argument(
+        "--steady-s",
+        type=float,
+        default=30,
+        help="seconds of HTTP load per endpoint before its turns (not counted): the autoscaler's time to scale up",
+    )
     ap.add_argument("--ready-timeout", type=float, default=300)
     ap.add_argument("--quick", action="store_true", help="one pass, fewer ROIs: a smoke run, not a measurement")
     args = ap.parse_args(argv)

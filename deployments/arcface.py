@@ -6,6 +6,11 @@ the model's input size (112x112 for every ArcFace export we use), or a stack of 
 float32 [D], or [K,D] for a stack, L2-normalised; D comes from the model (128 for the
 MobileFaceNet used in tests, 512 for buffalo_l's w600k_r50). The crops of every item of
 a batch go through true batched forward passes of at most `max_forward_batch` crops.
+
+Runtime (`runtime`): ONNX Runtime, or OpenVINO on a CPU replica (deployments/
+openvino_session.py: the same fp32 network about 2x faster per face there); `auto` is
+OpenVINO on a CPU replica when it is installed, ONNX Runtime otherwise (its CUDA
+provider on a GPU replica).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deployments import openvino_session
 from deployments.onnx_session import active_provider, providers, session_options
 from deployments.types import Placement
 
@@ -23,14 +29,44 @@ from deployments.types import Placement
 class ArcFaceConfig:
     model_path: str
     max_forward_batch: int = 32  # crops per forward pass: bounds memory when stacks are large
+    runtime: str = "auto"  # onnxruntime | openvino | auto (see the module's docstring)
+
+
+RUNTIMES = ("onnxruntime", "openvino", "auto")
+
+
+def placed_runtime(runtime: str, placement: Placement) -> str:
+    """The runtime a replica really uses: `auto` decided by where it was placed and
+    what is installed."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"ArcFace runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        return "openvino" if placement.device == "cpu" and openvino_session.available() else "onnxruntime"
+    return runtime
+
+
+def _is_recogniser(session) -> bool:
+    """insightface's routing rule for a recogniser (model_zoo.get_model): one output and
+    a square input of at least 112 pixels, a multiple of 16."""
+    shape = session.get_inputs()[0].shape
+    side = shape[2] if len(shape) == 4 and shape[2] == shape[3] else None
+    return len(session.get_outputs()) == 1 and isinstance(side, int) and side >= 112 and side % 16 == 0
 
 
 class ArcFace:
     def __init__(self, cfg: ArcFaceConfig, placement: Placement = Placement()):
         from insightface.model_zoo import get_model
+        from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
         self.cfg = cfg
-        self.runner = get_model(cfg.model_path, providers=providers(placement), sess_options=session_options(placement))
+        if placed_runtime(cfg.runtime, placement) == "openvino":
+            # insightface's own runner (its input normalisation) over an OpenVINO session.
+            session = openvino_session.OpenVINOSession(cfg.model_path, placement)
+            self.runner = ArcFaceONNX(cfg.model_path, session=session) if _is_recogniser(session) else None
+        else:
+            self.runner = get_model(
+                cfg.model_path, providers=providers(placement), sess_options=session_options(placement)
+            )
         if self.runner is None or getattr(self.runner, "taskname", "") != "recognition":
             raise ValueError(f"{cfg.model_path} is not an ArcFace recogniser export")
         self.runtime = active_provider(self.runner.session)  # health: what really runs (serving.runtime_of)

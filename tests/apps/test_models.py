@@ -91,7 +91,7 @@ def test_healthz_lists_every_application_and_every_model(client, apps, model_tie
         "SegFormerParser": "cpu",
         "TDDFA": "cpu",
         "RetinaFace": "CPUExecutionProvider",
-        "ArcFace": "CPUExecutionProvider",
+        "ArcFace": "OpenVINO CPU",  # runtime auto on a CPU replica
     }
     for name, weights in WEIGHTS.items():
         want = {"weights": weights, "device": "cpu", **({"runtime": runtimes[name]} if name in runtimes else {})}

@@ -6,16 +6,17 @@ import warnings
 import numpy as np
 import pytest
 
-from deployments.arcface import ArcFace, ArcFaceConfig
+from deployments.arcface import ArcFace, ArcFaceConfig, placed_runtime
 from deployments.retinaface import RetinaFace, RetinaFaceConfig
 from deployments.types import Placement
 from serve_app.face_align import aligned_crops, alignment_matrix
 from serve_app.imaging import decode_image
 
 
-@pytest.fixture(scope="module")
-def arcface(asset):
-    return ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))))
+@pytest.fixture(scope="module", params=["openvino", "onnxruntime"])
+def arcface(asset, request):
+    """Every test runs on both runtimes: OpenVINO (what `auto` picks on a CPU) and ONNX Runtime."""
+    return ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d")), runtime=request.param))
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,21 @@ def test_lfw_same_person_scores_above_different_people(arcface, asset):
     assert same == pytest.approx(0.6017, abs=0.01)  # the README's ncnn figure
 
 
-def test_refuses_a_file_that_is_not_a_recogniser(asset):
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_refuses_a_file_that_is_not_a_recogniser(asset, runtime):
     with pytest.raises(ValueError, match="not an ArcFace"):
-        ArcFace(ArcFaceConfig(model_path=str(asset("retinaface-det-500m"))))
+        ArcFace(ArcFaceConfig(model_path=str(asset("retinaface-det-500m")), runtime=runtime))
+
+
+def test_auto_runtime_is_openvino_on_a_cpu_and_onnx_runtime_on_a_gpu(asset):
+    assert placed_runtime("auto", Placement()) == "openvino"
+    assert placed_runtime("auto", Placement(device="cuda")) == "onnxruntime"
+    model = ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))))
+    assert model.runtime == "OpenVINO CPU"  # what the health entry reports
+    with pytest.raises(ValueError, match="expected one of"):
+        placed_runtime("tensorrt", Placement())
+    with pytest.raises(ValueError, match="CPU only"):
+        ArcFace(
+            ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d")), runtime="openvino"),
+            Placement(device="cuda"),
+        )
