@@ -37,7 +37,7 @@ log = logging.getLogger("facegraph.parser_onnx")
 
 RUNTIMES = ("torch", "onnx", "onnx-int8", "auto")
 OPSET = 17
-EXPORT_FORMAT = 1  # bump when the exported graph changes meaning: old cache files are then ignored
+EXPORT_FORMAT = 2  # bump when the exported graph changes: old cache files are then ignored (2: folded SegFormer head)
 # Dynamic quantisation of these ops only. SegFormer's compute is MatMuls (attention,
 # Mix-FFN, decode-head MLPs); ConvInteger (the quantised Conv) runs slower than the
 # fp32 Conv on ONNX Runtime's CPU provider, so convolutions stay fp32.

@@ -228,3 +228,28 @@ def test_auto_is_int8_on_cpu_and_torch_on_a_gpu():
     assert placed_runtime("auto", Placement()) == "onnx-int8"
     assert placed_runtime("auto", Placement(device="cuda")) == "torch"
     assert placed_runtime("onnx", Placement(device="cuda")) == "onnx"  # an explicit choice stays
+
+
+def test_the_folded_decode_head_gives_transformers_logits(asset):
+    """deployments/segformer_head.py computes the decode head with its layers folded;
+    with every decoder weight and batch-norm statistic random (a trained head's are not
+    the identity), its logits must equal transformers' own forward."""
+    import torch
+    from transformers import SegformerForSemanticSegmentation
+
+    from deployments.segformer_head import FoldedSegformer
+
+    model = SegformerForSemanticSegmentation.from_pretrained(str(asset("segformer-parser-tiny"))).eval()
+    gen = torch.Generator().manual_seed(0)
+    head = model.decode_head
+    with torch.no_grad():
+        for tensor in (*head.parameters(), head.batch_norm.running_mean):
+            tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.5)
+        head.batch_norm.running_var.copy_(torch.rand(head.batch_norm.running_var.shape, generator=gen) + 0.5)
+        pixels = torch.randn(2, 3, 96, 128, generator=gen)
+        want = model(pixel_values=pixels).logits
+        got = FoldedSegformer(model)(pixels)
+    assert got.shape == want.shape
+    scale = float(want.abs().max())
+    assert scale > 1.0  # the random head gives logits that mean something to compare
+    assert float((got - want).abs().max()) < 1e-4 * scale
