@@ -10,10 +10,12 @@ Either way the network's output channel c is CelebAMask-HQ id c, so the pipeline
 the apps do not know which one serves. The class keeps its name: it is the deployment
 name in serve_config.yaml, the metrics and the model tier.
 
-Item: ParseRequest(roi uint8 RGB HxWx3, labels). Result: float32 HxW, the probability
-that each ROI pixel belongs to any of the requested labels (not 19 maps: only what the
-pipeline needs travels back). ROIs of any sizes from any requests share one forward
-pass: each is resized to the checkpoint's input size.
+Item: ParseRequest(roi uint8 RGB HxWx3, labels), or a list of them (several faces of one
+image: one call instead of one per face). Result: float32 HxW, the probability that each
+ROI pixel belongs to any of the requested labels (not 19 maps: only what the pipeline
+needs travels back), or a list of those for a list. ROIs of any sizes from any requests
+share forward passes of at most `max_forward_batch` ROIs: each is resized to the
+checkpoint's input size.
 
 A SegFormer runs with its decode head folded (deployments/segformer_head.py): the same
 logits, B5 at 512x512 about 20 % faster on torch and the ONNX export smaller and faster.
@@ -65,6 +67,7 @@ class SegFormerParserConfig:
     # cached; auto = onnx-int8 on a CPU replica, torch on a GPU one.
     runtime: str = "torch"
     onnx_cache_dir: str | None = None  # where exports are kept (default: parser_onnx.cache_dir)
+    max_forward_batch: int = 16  # ROIs per forward pass: bounds memory when many faces come at once
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class ParserNet:
 
 class SegFormerParser:
     def __init__(self, cfg: SegFormerParserConfig, placement: Placement = Placement()):
+        self.cfg = cfg
         runtime = parser_onnx.placed_runtime(cfg.runtime, placement)
         ckpt = Path(cfg.checkpoint_dir)
         spec = parser_input(ckpt)
@@ -111,15 +115,30 @@ class SegFormerParser:
             )
             self.runtime = f"{runtime} ({self._onnx.provider})"  # health: what really runs
 
-    def predict(self, items: list[ParseRequest]) -> list[np.ndarray]:
+    @staticmethod
+    def item_size(item: ParseRequest | list[ParseRequest]) -> int:
+        """ROIs in an item: a batch is counted in faces, not in calls."""
+        return len(item) if isinstance(item, list) else 1
+
+    def predict(self, items: list[ParseRequest | list[ParseRequest]]) -> list:
         if not items:
             return []
-        pixels = self._preprocess([it.roi for it in items])
-        faces = self._face_probabilities(pixels, items)
-        # Each face map back to its ROI's size.
+        requests = [r for item in items for r in (item if isinstance(item, list) else [item])]
+        step = max(1, self.cfg.max_forward_batch)
+        maps = [m for i in range(0, len(requests), step) for m in self._parse(requests[i : i + step])]
+        out, at = [], 0
+        for item in items:
+            n = self.item_size(item)
+            out.append(maps[at : at + n] if isinstance(item, list) else maps[at])
+            at += n
+        return out
+
+    def _parse(self, requests: list[ParseRequest]) -> list[np.ndarray]:
+        """One forward pass; each face map back at its ROI's size."""
+        faces = self._face_probabilities(self._preprocess([r.roi for r in requests]), requests)
         return [
-            cv2.resize(face, (it.roi.shape[1], it.roi.shape[0]), interpolation=cv2.INTER_LINEAR).clip(0, 1)
-            for face, it in zip(faces, items)
+            cv2.resize(face, (r.roi.shape[1], r.roi.shape[0]), interpolation=cv2.INTER_LINEAR).clip(0, 1)
+            for face, r in zip(faces, requests)
         ]
 
     def _preprocess(self, rois: list[np.ndarray]) -> np.ndarray:

@@ -24,10 +24,13 @@ from serve_app.spec import Params, PipelineSpec
 # mouth, u_lip, l_lip. Hair (13) is added on request.
 FACE_LABELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 HAIR_LABEL = 13
-# Parser calls one request keeps in flight. One call per face, all at once, let a single
-# 8x8 anime grid (64 faces) fill the parser's queue (max_queued_requests) by itself and
-# be refused 503 overloaded; a whole batch (the parser's max_batch_size) at a time still
-# lets one request fill whole batches, and requests share them as before.
+# The faces of an image go to the parser PARSE_CALL_ROIS to a call (one list item): one
+# call per face made a 64-face grid 64 round trips through Serve, whose per-call cost
+# outweighed a small parser's work; calls of a batch's size (the parser's
+# max_batch_size) still spread one image over both replicas, and requests share batches.
+PARSE_CALL_ROIS = 8
+# Parser calls one request keeps in flight: one request never fills the parser's queue
+# (max_queued_requests) by itself and gets refused 503 overloaded.
 PARSE_IN_FLIGHT = 8
 
 
@@ -62,11 +65,12 @@ async def face_mask(image: np.ndarray, params: FaceMaskParams, detect: Model, pa
     rois = await asyncio.to_thread(face_rois, image, boxes, params)
     gate = asyncio.Semaphore(PARSE_IN_FLIGHT)
 
-    async def parse_one(small: np.ndarray) -> np.ndarray:
+    async def parse_call(group: list) -> list[np.ndarray]:
         async with gate:
-            return await parse(ParseRequest(small, params.labels))
+            return await parse([ParseRequest(small, params.labels) for _, small in group])
 
-    probs = await gather_or_cancel(parse_one(small) for _, small in rois)
+    groups = [rois[i : i + PARSE_CALL_ROIS] for i in range(0, len(rois), PARSE_CALL_ROIS)]
+    probs = [p for maps in await gather_or_cancel(parse_call(g) for g in groups) for p in maps]
     if params.use_crf:
         # The CRF is CPU-heavy pure Python/C++: off the event loop, faces in parallel.
         probs = await gather_or_cancel(asyncio.to_thread(crf_refine, small, p) for (_, small), p in zip(rois, probs))

@@ -48,6 +48,25 @@ def test_mixed_sizes_in_one_batch_equal_one_by_one(parser, rois):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_a_list_of_rois_is_one_item(parser, rois, asset):
+    """The faces of an image travel as one list item (one call) and come back as a list
+    in order, whatever the forward-pass size; item_size counts the faces."""
+    alone = [parser.predict([ParseRequest(r, FACE)])[0] for r in rois]
+    group, single = parser.predict([[ParseRequest(r, FACE) for r in rois[:3]], ParseRequest(rois[3], FACE)])
+    assert isinstance(group, list) and len(group) == 3 and single.shape == rois[3].shape[:2]
+    for a, b in zip([*group, single], alone):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    small_passes = SegFormerParser(
+        SegFormerParserConfig(checkpoint_dir=str(asset("segformer-parser-tiny")), max_forward_batch=2)
+    )
+    (again,) = small_passes.predict([[ParseRequest(r, FACE) for r in rois]])
+    for a, b in zip(again, alone):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert SegFormerParser.item_size([ParseRequest(r, FACE) for r in rois]) == 4
+    assert SegFormerParser.item_size(ParseRequest(rois[0], FACE)) == 1
+    assert parser.predict([[]]) == [[]]
+
+
 def test_labels_travel_with_each_item(parser, rois):
     roi = rois[0]
     face, hair, everything = parser.predict(

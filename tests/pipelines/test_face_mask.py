@@ -89,7 +89,8 @@ def test_concurrent_images_share_parser_batches(asset, five_faces, cartoon_dir):
 
     a, b = asyncio.run(both())
     assert len(a.boxes) == 5 and len(b.boxes) == 1
-    assert detect.batch_sizes == {2: 1} and parse.batch_sizes == {6: 1}
+    # One parser batch: the two images' faces, each image's as one list item (5 + 1 ROIs).
+    assert detect.batch_sizes == {2: 1} and parse.batch_sizes == {2: 1}
 
 
 def test_crf_refines_within_the_rois(models, five_faces):
