@@ -8,7 +8,7 @@ MobileFaceNet used in tests, 512 for buffalo_l's w600k_r50). The crops of every 
 a batch go through true batched forward passes of at most `max_forward_batch` crops.
 
 Runtime (`runtime`): ONNX Runtime, or OpenVINO on a CPU replica (deployments/
-openvino_session.py: the same fp32 network about 2x faster per face there); `auto` is
+openvino_session.py: the same fp32 network about 3x faster per face there); `auto` is
 OpenVINO on a CPU replica when it is installed, ONNX Runtime otherwise (its CUDA
 provider on a GPU replica).
 """

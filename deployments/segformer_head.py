@@ -5,8 +5,8 @@ transformers' head projects each of the 4 encoder stages to `decoder_hidden_size
 for B2-B5), upsamples all four to 1/4 of the input, concatenates them (4 x 768
 channels) and fuses them with a 1x1 convolution, then batch norm, ReLU and the 1x1
 classifier. At 512x512 the fuse alone is 128*128 * 3072 * 768 = 38.7 GMAC per image,
-and the upsampled, concatenated maps are 200 MB per image: about half of SegFormer-B5's
-time on a CPU.
+and the upsampled, concatenated maps are 200 MB per image (folded, B5 at 512 on 2 CPU
+threads runs ~20 % faster on torch: 1.92 vs 2.37 s for 2 images).
 
 Both the projection and the fuse act on channels only, and bilinear upsampling acts on
 pixels only (weights that sum to 1), so they commute: fuse(concat(up(P_i x_i + p_i)))
