@@ -68,6 +68,8 @@ def test_every_deployment_refuses_overload_and_survives_faults():
         assert dep["backpressure_config"]["retry_after_s"] >= 1, name
         assert dep["health_check_period_s"] < dep["health_check_timeout_s"] <= 30, name
         assert dep["graceful_shutdown_timeout_s"] >= 10, name
+        # a router past a full-queue burst must not keep Serve's 0.5 s backoff (see the yaml)
+        assert dep["request_router_config"]["max_backoff_s"] <= 0.1, name
     assert all(
         queue[first] < queue[later]
         for first in ("LBPDetector", "RetinaFace")
