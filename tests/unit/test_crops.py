@@ -127,3 +127,28 @@ def test_scale_shift_rejects_bad_ranges():
         scale_shift_crop(image, face, np.random.default_rng(0), scale_range=(1.1, 0.9))
     with pytest.raises(ValueError):
         scale_shift_crop(image, face, np.random.default_rng(0), shift_range=-0.1)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_similarity_transform_is_skimages_estimate_that_norm_crop_uses(mirrored):
+    """Our closed form against skimage's Umeyama (SVD) on noisy detector-like points,
+    and on mirrored points, where Umeyama's reflection check has to act."""
+    import warnings
+
+    from skimage.transform import SimilarityTransform
+
+    from serve_app.face_align import similarity_transform
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        _, face = synthetic_face(scale=rng.uniform(0.3, 4), angle=rng.uniform(-60, 60), offset=rng.uniform(0, 300, 2))
+        src = face.points + rng.normal(0, 3, face.points.shape)
+        if mirrored:
+            src[:, 0] = -src[:, 0]
+        tform = SimilarityTransform()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skimage's deprecation notice on estimate
+            tform.estimate(src, ARCFACE_TEMPLATE_112)
+        np.testing.assert_allclose(
+            similarity_transform(src, ARCFACE_TEMPLATE_112), tform.params[:2], rtol=1e-6, atol=1e-5
+        )  # skimage keeps float32 points
