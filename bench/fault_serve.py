@@ -153,6 +153,7 @@ def overload(url: str, args) -> dict:
         "503_not_json_shape": sum(1 for o in refused if not o.json_shape),
         "retry_after_values": sorted({o.retry_after for o in refused if o.retry_after}),
         "no_answer": sum(1 for o in outcomes if o.status in (0, -1)),
+        "peak_in_flight": faults.peak_in_flight(outcomes),
         "after_overload_ok": sum(1 for o in after if o.ok),
         "after_overload_sent": len(after),
         "memory": memory.summary(),

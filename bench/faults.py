@@ -406,6 +406,20 @@ def open_loop(
 # ---- figures ---------------------------------------------------------------------------
 
 
+def peak_in_flight(outcomes: list[Outcome]) -> int:
+    """The most requests sent and not yet answered at any moment (a sweep over the
+    sent requests' start and end times)."""
+    events = sorted(
+        [(o.start, 1) for o in outcomes if o.status != -1] + [(o.end, -1) for o in outcomes if o.status != -1],
+        key=lambda e: (e[0], e[1]),  # an answer at the same instant as a send goes first
+    )
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
 def per_second(outcomes: list[Outcome], t0: float, seconds: int) -> list[int]:
     """Successful answers completed in each second after t0."""
     counts = [0] * seconds
