@@ -19,11 +19,10 @@ images on one side, then on the other), so a load that comes and goes on a share
 hits both alike; the load average is printed with the table. Before its turns each
 endpoint gets --steady-s seconds of HTTP load, not counted, so the graph is measured as
 the autoscaler has scaled it for that load (its replicas then stay: scale-down waits
-10 minutes). The served graph is the
-repo's serve_config.yaml as it is (port moved to a free one; --asset, --parser-runtime and
---deployment applied to a temporary copy), with the test stand-ins where production
-weights are absent (FACEGRAPH_ALLOW_STAND_INS=1, as scripts/serve.sh); the in-process
-references build the same models from the same copy.
+10 minutes). The served graph is the repo's serve_config.yaml as it is (port moved to a
+free one; --asset, --parser-runtime and --deployment applied to a temporary copy), with
+the test stand-ins where production weights are absent (FACEGRAPH_ALLOW_STAND_INS=1, as
+scripts/serve.sh); the in-process references build the same models from the same copy.
 
     python -m bench all [--quick] [--sections parser graph] [--endpoints extract-faces ...]
 """

@@ -409,10 +409,9 @@ def open_loop(
 def peak_in_flight(outcomes: list[Outcome]) -> int:
     """The most requests sent and not yet answered at any moment (a sweep over the
     sent requests' start and end times)."""
-    events = sorted(
-        [(o.start, 1) for o in outcomes if o.status != -1] + [(o.end, -1) for o in outcomes if o.status != -1],
-        key=lambda e: (e[0], e[1]),  # an answer at the same instant as a send goes first
-    )
+    sent = [o for o in outcomes if o.status != -1]
+    # (time, +1 sent / -1 answered); sorted, an answer at the same instant as a send goes first
+    events = sorted([(o.start, 1) for o in sent] + [(o.end, -1) for o in sent])
     peak = now = 0
     for _, step in events:
         now += step

@@ -1,7 +1,7 @@
 """5-point face alignment to the standard ArcFace template (insightface's `norm_crop`),
 written here so the ingress and batch jobs need no model package for it.
 
-One similarity transform per face (least squares, Umeyama) serves every output size:
+One similarity transform per face (least squares, closed form) serves every output size:
 the 112x112 crop for the recogniser and the larger headshot are the same alignment.
 """
 
