@@ -3,9 +3,9 @@ with no work in it. The same hops and payloads as one extract-faces request (a J
 body with a base64 photo through the proxy; a 640x640 letterboxed image to a batched
 "detector" replica; two 112x112 crops to a batched "recogniser" replica; a JSON answer
 the size of two faces' headshots and embeddings back), every model call answered at
-once. The CPU the machine spends per request here is the floor under any served
-pipeline of that shape, so it bounds the HTTP / in-process ratio (P3 in bench all):
-work / (work + floor).
+once. The CPU the machine spends per request here (less the share of the HTTP clients,
+printed beside it) is the floor under any served pipeline of that shape, so it bounds
+the HTTP / in-process ratio (P3 in bench all): work / (work + floor).
 
 --our-shell adds what every FaceGraph app puts around its routes: the shared FastAPI app
 (serve_app/http.py: request ids, error shape, metrics, CORS, request guard), JSON replica
@@ -16,6 +16,7 @@ logs as serve_config.yaml has them, and the HTTP edge in the proxy (serve_app/ed
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,12 @@ def build_app(replicas: int = 1, our_shell: bool = False):
     return EmptyIngress.bind(EmptyDetector.bind(), EmptyRecogniser.bind())
 
 
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process so far: the HTTP clients (threads) and the Ray driver."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -105,15 +112,16 @@ def main(argv=None) -> None:
             return client.post(url, json=payloads[i % len(payloads)])
 
         http_run(send, 4 * args.clients, args.clients)  # warm-up
-        busy, start, done = box_busy_seconds(), time.perf_counter(), 0
+        busy, mine, start, done = box_busy_seconds(), own_cpu_seconds(), time.perf_counter(), 0
         while time.perf_counter() - start < args.seconds:
             http_run(send, 4 * args.clients, args.clients, warmup=False)
             done += 4 * args.clients
-        wall, cpu = time.perf_counter() - start, box_busy_seconds() - busy
+        wall, cpu, clients = time.perf_counter() - start, box_busy_seconds() - busy, own_cpu_seconds() - mine
         shell = " in FaceGraph's shell" if args.our_shell else ""
         print(
             f"empty extract-faces graph{shell}, {args.replicas} replica(s) each, {args.clients} clients: "
-            f"{done / wall:.1f} req/s, machine CPU {1000 * cpu / done:.1f} ms per request "
+            f"{done / wall:.1f} req/s, machine CPU {1000 * cpu / done:.1f} ms per request, "
+            f"{1000 * clients / done:.1f} of it the HTTP clients (this process) "
             f"({cpu / wall:.2f} of {os.cpu_count()} cores; {load()})"
         )
     finally:
