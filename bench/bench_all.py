@@ -58,7 +58,7 @@ def bench_config(args, folder: Path) -> Path:
     --parser-runtime applied to the `models` block."""
     import yaml
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     doc = yaml.safe_load(Path(args.serve_config).read_text())
     doc["http_options"] = {**doc.get("http_options", {}), "host": "127.0.0.1", "port": free_port()}
@@ -165,7 +165,7 @@ def inprocess_side(work, payloads, concurrency: int) -> Side:
 
 def loop_side() -> Side:
     from bench.bench_face_extract import PlainLoop, images_of
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     loop = PlainLoop("retinaface-det-500m", "arcface-mobilefacenet-128d")
     paths = images_of(resolve("test-images-photos"))
@@ -185,7 +185,7 @@ def seed_side(config: Path, clients: int):
     """The seed-style service started in this process, as a Side, and the service."""
     from bench.seed_service import SeedFaceMask
     from deployments.types import Placement
-    from serve_app.model_tier import model_config, serve_config_models
+    from serve_app.config.model_tier import model_config, serve_config_models
 
     blocks = serve_config_models(config)
     built = {}
@@ -204,7 +204,7 @@ def section_graph(args, out: dict, config: Path) -> None:
     from ray.serve._private.constants import SERVE_NAMESPACE
     from ray.serve.schema import ServeDeploySchema
 
-    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+    from serve_app.web.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
     os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # the HTTP edge, as `facegraph serve`
     doc = yaml.safe_load(config.read_text())
@@ -475,7 +475,7 @@ def print_table(args, out: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serve_app.settings import REPO_ROOT
+    from serve_app.config.settings import REPO_ROOT
 
     ap = argparse.ArgumentParser(
         prog="python -m bench all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

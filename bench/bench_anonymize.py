@@ -105,13 +105,15 @@ def main() -> None:
     import cv2
     import numpy as np
 
-    from deployments.bfm import MorphableModel
-    from deployments.mesh_renderer import MeshRenderer, MeshRendererConfig, RenderRequest, pytorch3d_available
-    from deployments.retinaface import RetinaFace, RetinaFaceConfig
-    from deployments.tddfa import TDDFA, TDDFAConfig, crops_for_boxes
+    from deployments.mesh_renderer.model import MeshRenderer, MeshRendererConfig, pytorch3d_available
+    from deployments.mesh_renderer.scene import RenderRequest
+    from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+    from deployments.tddfa.bfm import MorphableModel
+    from deployments.tddfa.crops import crops_for_boxes
+    from deployments.tddfa.model import TDDFA, TDDFAConfig
     from deployments.types import FIVE_POINT, FaceLandmarks, Placement
-    from serve_app import face3d
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
+    from serve_app.faces import face3d
     from serve_app.pipelines.locate import detector_input
 
     photos = resolve("test-images-photos")

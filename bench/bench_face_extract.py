@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench.common import delete_apps, deploy_model_tier, http_throughput, report, start_serve  # noqa: E402
-from deployments.arcface import ArcFace, ArcFaceConfig  # noqa: E402
-from deployments.retinaface import RetinaFace, RetinaFaceConfig  # noqa: E402
+from deployments.arcface.model import ArcFace, ArcFaceConfig  # noqa: E402
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig  # noqa: E402
 from deployments.serving import LocalBatcher  # noqa: E402
 from deployments.types import Placement  # noqa: E402
-from serve_app.assets import resolve  # noqa: E402
-from serve_app.face_align import aligned_crops  # noqa: E402
+from serve_app.config.assets import resolve  # noqa: E402
+from serve_app.config.model_tier import recogniser_threshold  # noqa: E402
+from serve_app.faces.align import aligned_crops  # noqa: E402
 from serve_app.imaging import decode_image  # noqa: E402
-from serve_app.model_tier import recogniser_threshold  # noqa: E402
 from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def forced_batch_axis(detector: RetinaFace, args) -> dict[str, float]:
     import onnx
     import onnxruntime
 
-    from deployments.onnx_session import session_options
+    from deployments.runtime import session_options
 
     graph = onnx.load(str(resolve(args.detector)))
     graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
@@ -192,7 +192,7 @@ def bench_http(paths, args) -> tuple[dict[int, float], dict]:
 
     from deployments.serving import model_deployment
     from serve_app.apps.face_extract import FaceExtractArgs, build
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     base = start_serve()
     try:

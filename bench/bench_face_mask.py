@@ -9,7 +9,7 @@
 and the ratios HTTP/in-process and batched/unbatched. The parser defaults to a random
 SegFormer with the real checkpoint's architecture (MiT-B5), so compute is realistic.
 
-    .venv/bin/python -m serve_app.assets fetch --set bench
+    .venv/bin/python -m serve_app.config.assets fetch --set bench
     .venv/bin/python bench/bench_face_mask.py [--requests 12] [--clients 4] [--parser-asset segformer-parser-tiny]
 """
 
@@ -44,14 +44,14 @@ def main() -> None:
 
     from ray import serve
 
-    from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
-    from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
+    from deployments.lbp_detector.model import LBPDetector, LBPDetectorConfig
+    from deployments.segformer_parser.model import SegFormerParser, SegFormerParserConfig
     from deployments.serving import LocalBatcher, model_deployment
     from deployments.types import Placement
     from serve_app.apps.face_mask import FaceMaskArgs, build
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
+    from serve_app.config.model_tier import MODEL_APP
     from serve_app.imaging import decode_image
-    from serve_app.model_tier import MODEL_APP
     from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
 
     cartoon = resolve("test-images-cartoon")

@@ -40,9 +40,9 @@ def pairs(root: Path):
 
 def parser_iou(asset: str, threads: int) -> dict[str, list[float]]:
     """{"face": [IoU per pair], "face+hair": [...]} for one parser checkpoint."""
-    from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
+    from deployments.segformer_parser.model import SegFormerParser, SegFormerParserConfig
     from deployments.types import ParseRequest, Placement
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
     from serve_app.pipelines.face_mask import FaceMaskParams, face_rois, merge_masks
 
     parser = SegFormerParser(SegFormerParserConfig(checkpoint_dir=str(resolve(asset))), Placement(threads=threads))

@@ -4,7 +4,7 @@ image, with its crops, written to disk), in one run on the same images and cores
   loop        the users' script: one process, one image at a time: decode, RetinaFace +
               FaceMesh (locate_faces), paint and crop (augment_all), write the files
               (the job's own file layout), models with one thread each
-  job xN      `python -m serve_app.batch mask-augment` on Ray Data with --workers N
+  job xN      `python -m serve_app.jobs.runner mask-augment` on Ray Data with --workers N
               (each actor holds both models; --cpus-per-worker CPUs, so as many threads)
 
 Both are timed end to end, model loading included (the job also starts its actors);
@@ -51,9 +51,9 @@ def run_loop(folder: Path, rels: list[str], out: Path, args) -> int:
     """The users' script, in-process. -> augmented images written."""
     from deployments.serving import LocalBatcher
     from deployments.types import Placement
-    from serve_app.batch import job_models
     from serve_app.imaging import decode_image
     from serve_app.jobs.mask_augment import JOB, image_seed, write_files
+    from serve_app.jobs.runner import job_models
     from serve_app.pipelines.locate import locate_faces
     from serve_app.pipelines.mask_augment import MaskAugmentParams, MaskAugmentResult, augment_all
 
@@ -81,7 +81,7 @@ def run_job(folder: Path, out: Path, workers: int, args) -> int:
     """The batch job through its command line. -> augmented images written."""
     import json
 
-    from serve_app.batch import main
+    from serve_app.jobs.runner import main
 
     argv = [
         "mask-augment",
@@ -123,7 +123,7 @@ def same_files(a: Path, b: Path) -> tuple[int, int]:
 
 
 def main() -> None:
-    from serve_app.settings import REPO_ROOT
+    from serve_app.config.settings import REPO_ROOT
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=4, help="copies of the shared photos (15 each)")
@@ -146,7 +146,7 @@ def main() -> None:
 
     import ray
 
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     with tempfile.TemporaryDirectory(prefix="bench_mask_augment_") as tmp:
         tmp = Path(tmp)

@@ -26,7 +26,7 @@ ASSETS = Path(__file__).resolve().parent.parent / ".assets"
 
 
 def tddfa(placement: Placement):
-    from deployments.tddfa import TDDFA, TDDFAConfig
+    from deployments.tddfa.model import TDDFA, TDDFAConfig
 
     model = TDDFA(
         TDDFAConfig(
@@ -40,8 +40,9 @@ def tddfa(placement: Placement):
 
 
 def mesh_renderer(placement: Placement, backend: str = "torch"):
-    from deployments.bfm import MorphableModel
-    from deployments.mesh_renderer import MeshRenderer, MeshRendererConfig, RenderRequest
+    from deployments.mesh_renderer.model import MeshRenderer, MeshRendererConfig
+    from deployments.mesh_renderer.scene import RenderRequest
+    from deployments.tddfa.bfm import MorphableModel
 
     bfm = MorphableModel.load(ASSETS / "generated/tddfa_bfm_assembled")
     model = MeshRenderer(MeshRendererConfig(backend=backend), placement)
@@ -55,7 +56,7 @@ def mesh_renderer(placement: Placement, backend: str = "torch"):
 def face_parser(placement: Placement):
     """SegFormerParser serving the local trained UNet stand-in (what runs where the
     SegFormer checkpoint is absent; SegFormer itself needs transformers)."""
-    from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
+    from deployments.segformer_parser.model import SegFormerParser, SegFormerParserConfig
     from deployments.types import ParseRequest
 
     checkpoint = ASSETS / "face_parsing/unet_small_celebamask_19cls"
@@ -67,14 +68,14 @@ def face_parser(placement: Placement):
 def onnx_model(name: str):
     def build(placement: Placement):
         if name == "ArcFace":
-            from deployments.arcface import ArcFace, ArcFaceConfig
+            from deployments.arcface.model import ArcFace, ArcFaceConfig
 
             model = ArcFace(
                 ArcFaceConfig(model_path=str(ASSETS / "arcface/mobilefacenet_arcface_128d.onnx")), placement
             )
             crops = np.random.default_rng(0).integers(0, 255, (112, 112, 3), np.uint8)
             return model, lambda n: [np.stack([crops] * n)], "faces"
-        from deployments.retinaface import RetinaFace, RetinaFaceConfig
+        from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 
         model = RetinaFace(RetinaFaceConfig(model_path=str(ASSETS / "insightface/det_500m.onnx")), placement)
         image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)

@@ -9,7 +9,7 @@ onnx-int8), in one run on the same ROIs, threads and batch size:
          (real weights, so masks mean something) and the B5 (int8 quantises its MatMuls).
 
 The first run exports (and quantises) each checkpoint into the ONNX cache
-(deployments/parser_onnx.py); later runs only load the files.
+(deployments/segformer_parser/onnx.py); later runs only load the files.
 
     python bench/bench_parser_runtime.py [--speed-asset segformer-parser-b5-random] [--threads 2]
         [--iou-assets face-parser-unet-small segformer-parser-b5-random]
@@ -32,7 +32,7 @@ RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 def cartoon_images() -> list[tuple[str, np.ndarray]]:
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
     from serve_app.imaging import decode_image
 
     folder = resolve("test-images-cartoon")
@@ -44,8 +44,8 @@ def cartoon_images() -> list[tuple[str, np.ndarray]]:
 
 
 def detector():
-    from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
-    from serve_app.assets import resolve
+    from deployments.lbp_detector.model import LBPDetector, LBPDetectorConfig
+    from serve_app.config.assets import resolve
 
     return LBPDetector(LBPDetectorConfig(cascade_path=str(resolve("lbp-detector-cascade"))))
 
@@ -66,9 +66,9 @@ def face_rois_of(images) -> list[list[np.ndarray]]:
 
 
 def parser(asset: str, runtime: str, threads: int):
-    from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
+    from deployments.segformer_parser.model import SegFormerParser, SegFormerParserConfig
     from deployments.types import Placement
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     return SegFormerParser(
         SegFormerParserConfig(checkpoint_dir=str(resolve(asset)), runtime=runtime), Placement(threads=threads)

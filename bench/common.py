@@ -40,7 +40,7 @@ def deploy_model_tier(models: dict) -> None:
     from ray import serve
 
     from serve_app.apps.models import ModelTier
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     serve.run(ModelTier.bind(models), name=MODEL_APP, route_prefix="/healthz")
 

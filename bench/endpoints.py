@@ -37,7 +37,7 @@ class Endpoint:
     form: dict[str, str] = field(default_factory=dict)
 
     def inputs(self) -> list[tuple[str, bytes]]:
-        from serve_app.assets import resolve
+        from serve_app.config.assets import resolve
 
         folder = resolve(self.images)
         inputs = [
@@ -121,7 +121,7 @@ class InProcess:
     def model(self, name: str):
         from deployments.serving import LocalBatcher
         from deployments.types import Placement
-        from serve_app.model_tier import model_config, serve_config_models
+        from serve_app.config.model_tier import model_config, serve_config_models
 
         if name not in self._models:
             cls, cfg, _ = model_config(name, serve_config_models(self.serve_config).get(name))
@@ -143,8 +143,8 @@ class InProcess:
 
     def _extract_faces(self):
         from serve_app.apps.face_extract import build_response
+        from serve_app.config.model_tier import recogniser_threshold
         from serve_app.imaging import decode_base64, decode_image
-        from serve_app.model_tier import recogniser_threshold
         from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces
 
         models = self.models(SPEC)
@@ -162,8 +162,7 @@ class InProcess:
         return run
 
     def _mask(self, params, pipeline, outputs: str):
-        from serve_app.imaging import decode_image
-        from serve_app.mask_outputs import encode_outputs
+        from serve_app.imaging import decode_image, encode_outputs
 
         wanted = frozenset(outputs.split(","))
 
@@ -183,9 +182,9 @@ class InProcess:
         return self._mask(FaceMaskParams(), lambda rgb, p: face_mask(rgb, p, **models), form["outputs"])
 
     def _face_mask_sam2(self):
+        from serve_app.clients.sam2 import Sam2Client
+        from serve_app.config.settings import Sam2Config
         from serve_app.pipelines.face_mask_sam2 import SPEC, FaceMaskSam2Params, face_mask_sam2
-        from serve_app.sam2_client import Sam2Client
-        from serve_app.sam2_config import Sam2Config
 
         models = self.models(SPEC)
         sam2 = Sam2Client(Sam2Config(url=""))  # as served here: no SAM2 service, polygon masks
@@ -212,8 +211,8 @@ class InProcess:
 
     def _anonymize(self):
         from serve_app.apps.anonymize import build_response
+        from serve_app.config.model_tier import morphable_model
         from serve_app.imaging import decode_image
-        from serve_app.model_tier import morphable_model
         from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize
 
         models = self.models(SPEC)
@@ -243,7 +242,7 @@ def _app_block(serve_config: Path, app: str) -> dict:
 
 
 def max_batch_size(serve_config: Path, model: str) -> int:
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     for deployment in _app_block(serve_config, MODEL_APP).get("deployments", []):
         if deployment["name"] == model:
@@ -253,12 +252,12 @@ def max_batch_size(serve_config: Path, model: str) -> int:
 
 def serve_config_model_weights(serve_config: Path, model: str) -> str:
     """The weights a model of the serve config really serves (a stand-in where allowed)."""
-    from serve_app.model_tier import model_config, serve_config_models
+    from serve_app.config.model_tier import model_config, serve_config_models
 
     return model_config(model, serve_config_models(serve_config).get(model))[2]
 
 
 def anonymize_asset(serve_config: Path) -> str:
-    from serve_app.model_tier import MORPHABLE_MODEL
+    from serve_app.config.model_tier import MORPHABLE_MODEL
 
     return (_app_block(serve_config, "anonymize").get("args") or {}).get("morphable_model_asset", MORPHABLE_MODEL)

@@ -30,13 +30,13 @@ SERVE_CONFIG = ROOT / "serve_config.yaml"
 
 # Settings every Ray worker inherits: set before Ray starts. Stand-ins let the
 # anonymize app's morphable model come from the test assets on a box without the
-# production file. The proxy runs the app's edge middleware (serve_app/edge.py), as in
+# production file. The proxy runs the app's edge middleware (serve_app/web/edge.py), as in
 # production: the proxy's own 503s come out in the error shape too.
 ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_SERVE_LOG_TO_STDERR": "0",
     "FACEGRAPH_ALLOW_STAND_INS": "1",
-    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.edge:proxy_middlewares",
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.web.edge:proxy_middlewares",
 }
 # The small weights CI has (as tests/conftest.py's model tier), by model.
 TEST_WEIGHTS = {
@@ -475,7 +475,7 @@ def failures(outcomes: list[Outcome]) -> dict[str, int]:
 
 
 def photo_b64(name: str = "lfw_Rob_Lowe_0001.jpg") -> str:
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     return base64.b64encode((resolve("test-images-photos") / name).read_bytes()).decode()
 

@@ -33,9 +33,10 @@ def rss_mib() -> float:
 
 def mesh_renderer_calls(backend: str):
     """(model, make(k) -> one call's items): varied sizes, like anonymize's faces."""
-    from deployments.bfm import MorphableModel
-    from deployments.mesh_renderer import MeshRenderer, MeshRendererConfig, RenderRequest
-    from serve_app.assets import resolve
+    from deployments.mesh_renderer.model import MeshRenderer, MeshRendererConfig
+    from deployments.mesh_renderer.scene import RenderRequest
+    from deployments.tddfa.bfm import MorphableModel
+    from serve_app.config.assets import resolve
 
     bfm = MorphableModel.load(resolve("tddfa-bfm-assembled"))
     model = MeshRenderer(MeshRendererConfig(backend=backend))

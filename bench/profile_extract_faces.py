@@ -55,17 +55,17 @@ def spans(data: bytes, reps: int) -> tuple[dict[str, float], int, int]:
     from fastapi.encoders import jsonable_encoder
     from pydantic import TypeAdapter
 
-    from deployments.arcface import ArcFace, ArcFaceConfig
-    from deployments.retinaface import RetinaFace, RetinaFaceConfig
+    from deployments.arcface.model import ArcFace, ArcFaceConfig
+    from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
     from deployments.types import Placement
     from serve_app.apps.face_extract import build_response
-    from serve_app.assets import resolve
-    from serve_app.dedup import deduplicate
-    from serve_app.face_align import aligned_crops
+    from serve_app.config.assets import resolve
+    from serve_app.faces.align import aligned_crops
+    from serve_app.faces.dedup import deduplicate
     from serve_app.imaging import decode_base64, decode_image, encode_jpeg
     from serve_app.pipelines.face_extract import EMBED_SIZE, HEADSHOT_QUALITY, HEADSHOT_SIZE, Extraction, Face
     from serve_app.pipelines.locate import detector_input
-    from serve_app.schemas import ExtractFacesRequest, ExtractFacesResponse
+    from serve_app.web.schemas import ExtractFacesRequest, ExtractFacesResponse
 
     one = Placement(threads=1)
     detector = RetinaFace(RetinaFaceConfig(model_path=str(resolve(DETECTOR))), one)
@@ -120,13 +120,13 @@ def served(data: bytes, reps: int, clients: int) -> dict[str, float]:
     import ray
     from ray import serve
 
-    from deployments.arcface import ArcFace, ArcFaceConfig
-    from deployments.retinaface import RetinaFace, RetinaFaceConfig
+    from deployments.arcface.model import ArcFace, ArcFaceConfig
+    from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
     from deployments.serving import model_deployment
     from serve_app.apps.face_extract import FaceExtractArgs, build
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
+    from serve_app.config.model_tier import MODEL_APP
     from serve_app.imaging import decode_image
-    from serve_app.model_tier import MODEL_APP
     from serve_app.pipelines.face_extract import EMBED_SIZE, SPEC
     from serve_app.pipelines.locate import detector_input
 
@@ -193,7 +193,7 @@ def served(data: bytes, reps: int, clients: int) -> dict[str, float]:
 
 
 def main() -> None:
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default="facedet1mb_nine_kids.jpg", help="a file of test-images-photos")

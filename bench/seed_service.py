@@ -50,8 +50,7 @@ class SeedFaceMask:
         import numpy as np
 
         from deployments.types import ParseRequest
-        from serve_app.imaging import decode_image
-        from serve_app.mask_outputs import encode_outputs
+        from serve_app.imaging import decode_image, encode_outputs
         from serve_app.pipelines.face_mask import FaceMaskParams, face_rois, merge_masks
 
         params = FaceMaskParams()

@@ -8,8 +8,8 @@ printed beside it) is the floor under any served pipeline of that shape, so it b
 the HTTP / in-process ratio (P3 in bench all): work / (work + floor).
 
 --our-shell adds what every FaceGraph app puts around its routes: the shared FastAPI app
-(serve_app/http.py: request ids, error shape, metrics, CORS, request guard), JSON replica
-logs as serve_config.yaml has them, and the HTTP edge in the proxy (serve_app/edge.py).
+(serve_app/web/http.py: request ids, error shape, metrics, CORS, request guard), JSON replica
+logs as serve_config.yaml has them, and the HTTP edge in the proxy (serve_app/web/edge.py).
 
     python bench/serve_floor.py [--clients 8] [--seconds 15]
 """
@@ -51,7 +51,7 @@ def build_app(replicas: int = 1, our_shell: bool = False):
             return [np.zeros((len(c), 512), np.float32) for c in crops]
 
     if our_shell:
-        from serve_app.http import create_app
+        from serve_app.web.http import create_app
 
         api, _ = create_app("floor", "empty extract-faces graph", body_limit=lambda: 64 * 1024 * 1024)
     else:
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     from ray import serve
     from ray.serve.schema import LoggingConfig
 
-    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+    from serve_app.web.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
     logs = None
     if args.our_shell:

@@ -42,7 +42,7 @@ def sam2_note(body: dict) -> str:
 
 def mix(url: str) -> tuple[list[faults.Request], list[faults.Request]]:
     """(the four lighter endpoints, /v1/anonymize)."""
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     photo = (resolve("test-images-photos") / "lfw_Rob_Lowe_0001.jpg").read_bytes()
     cartoon = (resolve("test-images-cartoon") / "cartoonface_11008.jpg").read_bytes()

@@ -81,7 +81,7 @@ class _ToReplicaLog(logging.Handler):
 def log_to_replica_log() -> None:
     """Send our loggers' lines to the Serve replica's own log, request id included. Called
     once per replica: by ModelServer and, for every ingress, at its app's startup
-    (serve_app/http.py). Idempotent; outside a replica our loggers are left alone."""
+    (serve_app/web/http.py). Idempotent; outside a replica our loggers are left alone."""
     from ray import serve
 
     try:
@@ -100,7 +100,7 @@ def runtime_of(model: Any) -> str | None:
     """What a model really runs on, for its health entry: its optional `runtime`
     attribute (ONNX models: the execution provider ONNX Runtime actually chose, which is
     CPUExecutionProvider when the CUDA one could not load), else the torch device it
-    holds (`device`, from torch_runtime.torch_device); None for CPU-only libraries."""
+    holds (`device`, from runtime.torch_device); None for CPU-only libraries."""
     runtime = getattr(model, "runtime", None) or getattr(model, "device", None)
     return str(runtime) if runtime is not None else None
 

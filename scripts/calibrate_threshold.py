@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from deployments.arcface import ArcFace, ArcFaceConfig  # noqa: E402
+from deployments.arcface.model import ArcFace, ArcFaceConfig  # noqa: E402
 from deployments.geometry import iou  # noqa: E402
-from deployments.retinaface import RetinaFace, RetinaFaceConfig  # noqa: E402
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig  # noqa: E402
 from deployments.serving import LocalBatcher  # noqa: E402
-from serve_app.assets import load_manifest, resolve  # noqa: E402
-from serve_app.dedup import deduplicate  # noqa: E402
+from serve_app.config.assets import load_manifest, resolve  # noqa: E402
+from serve_app.faces.dedup import deduplicate  # noqa: E402
 from serve_app.imaging import decode_image  # noqa: E402
 from serve_app.pipelines.face_extract import FaceExtractParams, faces_in_image, meets_quality_floor  # noqa: E402
 

@@ -95,8 +95,8 @@ def container(name: str, image: str, cpu: str, memory: str, gpus: int = 0) -> di
         "resources": {"limits": limits, "requests": requests},
         "env": [
             {"name": "FACEGRAPH_ASSETS_CACHE", "value": "/app/.assets"},
-            # The HTTP edge in every node's Serve proxy (serve_app/edge.py).
-            {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": "serve_app.edge:proxy_middlewares"},
+            # The HTTP edge in every node's Serve proxy (serve_app/web/edge.py).
+            {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": "serve_app.web.edge:proxy_middlewares"},
         ],
     }
 

@@ -75,4 +75,4 @@ if [ -z "$mirror" ] && [ -d ../shared/assets ]; then mirror=../shared/assets; fi
 # manifest (printing their digests to record); without it they are refused.
 unpinned=""
 [ "${FACEGRAPH_ALLOW_UNPINNED:-0}" = 1 ] && unpinned=--allow-unpinned
-.venv/bin/python -m serve_app.assets fetch --set "$asset_set" ${mirror:+--mirror "$mirror"} $unpinned
+.venv/bin/python -m serve_app.config.assets fetch --set "$asset_set" ${mirror:+--mirror "$mirror"} $unpinned

@@ -2,8 +2,8 @@
 the repo's scripts and modules do.
 
     facegraph serve [--config serve_config.yaml] [--no-fetch] [serve run options]
-    facegraph batch <job> --input DIR --output OUT ...     (python -m serve_app.batch)
-    facegraph assets fetch|list ...                        (python -m serve_app.assets)
+    facegraph batch <job> --input DIR --output OUT ...     (python -m serve_app.jobs.runner)
+    facegraph assets fetch|list ...                        (python -m serve_app.config.assets)
     facegraph bench --list | facegraph bench <name> [its options]   (bench/*.py)
 
 scripts/serve.sh is `scripts/setup.sh test` and then `facegraph serve`.
@@ -19,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from serve_app.config.settings import REPO_ROOT
+
+ROOT = REPO_ROOT
 BENCH = ROOT / "bench"
 
 
@@ -39,7 +41,7 @@ def benchmarks() -> dict[str, tuple[str, str]]:
 def serve(args: argparse.Namespace, rest: list[str]) -> int:
     """What scripts/serve.sh does after setup: production weights where they can be had,
     test stand-ins (with a warning) where not, then `serve run` of the config."""
-    from serve_app import assets
+    from serve_app.config import assets
 
     if not args.no_fetch:
         mirror = os.environ.get("FACEGRAPH_ASSETS_MIRROR")
@@ -50,9 +52,9 @@ def serve(args: argparse.Namespace, rest: list[str]) -> int:
                 file=sys.stderr,
             )
     os.environ.setdefault("FACEGRAPH_ALLOW_STAND_INS", "1")
-    # The HTTP edge in every Serve proxy (serve_app/edge.py): read by the proxy
+    # The HTTP edge in every Serve proxy (serve_app/web/edge.py): read by the proxy
     # processes, so it must be in the environment Ray starts with.
-    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+    from serve_app.web.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
     os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     # Local single-user cluster: no token auth on the dashboard (Ray 2.60 turns it on by default).
@@ -109,12 +111,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "batch":
-        from serve_app.batch import main as batch_main
+        from serve_app.jobs.runner import main as batch_main
 
-        logging.basicConfig(level=logging.WARNING)  # as `python -m serve_app.batch`
+        logging.basicConfig(level=logging.WARNING)  # as `python -m serve_app.jobs.runner`
         return batch_main(argv[1:])
     if argv and argv[0] == "assets":
-        from serve_app.assets import main as assets_main
+        from serve_app.config.assets import main as assets_main
 
         return assets_main(argv[1:])
     if len(argv) > 1 and argv[0] == "bench" and not argv[1].startswith("-"):

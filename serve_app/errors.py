@@ -1,6 +1,6 @@
 """The one error type every layer raises for a client-caused failure.
 
-The HTTP layer (serve_app/http.py) turns it into the shared JSON error shape
+The HTTP layer (serve_app/web/http.py) turns it into the shared JSON error shape
 `{"error": code, "message": text, "request_id": id}`; batch jobs turn it into an
 error row. Nothing here knows about FastAPI.
 """

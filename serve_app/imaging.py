@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serve_app import errors
-from serve_app.settings import settings
+from serve_app.config.settings import settings
 
 # We enforce our own pixel limit before decoding; PIL's own check would only warn
 # below 2x its default and raise above, with a different message.
@@ -174,3 +174,36 @@ def decode_base64(text: str) -> bytes:
 def base64_length(text: str) -> int:
     """Characters of base64 in `text` (whitespace not counted): what decodes to bytes."""
     return len(text) - sum(text.count(c) for c in " \t\r\n\f\v")
+
+
+# ---- the segmentation outputs every face-mask endpoint and job returns -----------------
+# made only when asked for:
+#   mask      -> mask_png_base64       binary mask, white = face
+#   rgba      -> face_rgba_png_base64  the image with alpha = mask
+#   overlay   -> overlay_png_base64    the mask tinted over the image (QA)
+
+OUTPUT_FIELDS = {"mask": "mask_png_base64", "rgba": "face_rgba_png_base64", "overlay": "overlay_png_base64"}
+TINT_RGB = np.array([0, 255, 0], np.float32)
+TINT_ALPHA = 0.45
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Tint the mask area; pixels outside the mask stay exactly as they were."""
+    out = image.copy()
+    on = mask > 0
+    out[on] = (image[on].astype(np.float32) * (1 - TINT_ALPHA) + TINT_RGB * TINT_ALPHA).round().astype(np.uint8)
+    return out
+
+
+def render(image: np.ndarray, mask: np.ndarray, kinds) -> dict[str, np.ndarray]:
+    """image uint8 RGB HxWx3, mask uint8 HxW (0/255) -> {kind: pixels} for the kinds asked."""
+    makers = {"mask": lambda: mask, "rgba": lambda: np.dstack([image, mask]), "overlay": lambda: overlay(image, mask)}
+    return {kind: makers[kind]() for kind in OUTPUT_FIELDS if kind in kinds}
+
+
+def encode_outputs(image: np.ndarray, mask: np.ndarray, wanted) -> dict[str, str | None]:
+    """{response field: base64 PNG, or None when not asked for}."""
+    out: dict[str, str | None] = dict.fromkeys(OUTPUT_FIELDS.values())
+    for kind, pixels in render(image, mask, wanted).items():
+        out[OUTPUT_FIELDS[kind]] = b64(encode_png(pixels))
+    return out

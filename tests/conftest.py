@@ -23,8 +23,8 @@ TEST_ENV = {
     "URL_FETCH_ALLOWLIST": "127.0.0.1",
     # One CORS origin, so the tests see it allowed and every other origin refused.
     "ALLOWED_ORIGINS": "https://app.example",
-    # The HTTP edge (serve_app/edge.py) in every Serve proxy, as scripts/serve.sh installs it.
-    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.edge:proxy_middlewares",
+    # The HTTP edge (serve_app/web/edge.py) in every Serve proxy, as scripts/serve.sh installs it.
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.web.edge:proxy_middlewares",
     # Small edge limits, so tests/apps/test_edges.py reaches them cheaply: a 30 MiB body
     # is over the request limit, a trickling body times out in seconds, a few large
     # images are over one request's pixel budget.
@@ -51,7 +51,7 @@ TEST_MODELS = {
 @pytest.fixture(scope="session")
 def asset():
     """asset("name") -> Path, through the project's resolver (fetched by scripts/setup.sh)."""
-    from serve_app.assets import resolve
+    from serve_app.config.assets import resolve
 
     return resolve
 
@@ -86,7 +86,7 @@ def settings_env(monkeypatch):
     """settings_env(NAME=value, ...): set environment variables for this test and drop
     the cached settings() (read once per process), so the app sees them; both undone
     after the test."""
-    from serve_app.settings import settings
+    from serve_app.config.settings import settings
 
     def set_env(**values):
         for name, value in values.items():
@@ -131,7 +131,7 @@ def model_tier(serve_url) -> dict:
     from ray import serve
 
     from serve_app.apps.models import ModelsArgs, build
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     serve.run(build(ModelsArgs(models=TEST_MODELS)), name=MODEL_APP, route_prefix="/healthz")
     for name in TEST_MODELS:

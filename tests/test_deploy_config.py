@@ -80,7 +80,7 @@ def test_every_deployment_refuses_overload_and_survives_faults():
 def test_deployment_names_are_ingress_or_model_class_names():
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP, MODELS
+    from serve_app.config.model_tier import MODEL_APP, MODELS
 
     for app in SERVE_CONFIG["applications"]:
         mod = importlib.import_module(app["import_path"].partition(":")[0])
@@ -94,7 +94,7 @@ def test_one_model_tier_serves_every_pipeline():
     """Every model is configured once, in the `models` application, with a deployment
     block; pipeline applications hold only their ingress; every model a pipeline's
     spec names is served there."""
-    from serve_app.model_tier import MODEL_APP, serve_config_models
+    from serve_app.config.model_tier import MODEL_APP, serve_config_models
 
     apps = {a["name"]: a for a in SERVE_CONFIG["applications"]}
     served = serve_config_models(ROOT / "serve_config.yaml")
@@ -216,7 +216,7 @@ def test_serve_build_of_the_apps_is_equivalent_to_serve_config(tmp_path, monkeyp
     from ray.serve.scripts import build
 
     from serve_app.apps import configured
-    from serve_app.settings import settings
+    from serve_app.config.settings import settings
 
     monkeypatch.setenv("FACEGRAPH_ALLOW_STAND_INS", "1")  # production weights are not on every machine
     settings.cache_clear()  # settings are read once per process: re-read with the variable set
@@ -322,9 +322,9 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
-    source = (ROOT / "serve_app" / "settings.py").read_text()
+    source = (ROOT / "serve_app" / "config" / "settings.py").read_text()
     names = set(re.findall(r'_(?:str|int|float|csv)\("([A-Z0-9_]+)"', source))
-    from serve_app.sam2_config import Sam2Config
+    from serve_app.config.settings import Sam2Config
 
     names |= set(Sam2Config.env_names().values())
     assert names and not [n for n in sorted(names) if f"`{n}`" not in readme]
@@ -341,11 +341,11 @@ def test_one_opencv_with_cascades():
 
 
 def test_every_way_of_serving_installs_the_http_edge(monkeypatch):
-    """serve_app/edge.py runs in Serve's proxies only where Ray starts with the callback
+    """serve_app/web/edge.py runs in Serve's proxies only where Ray starts with the callback
     in its environment: `facegraph serve` (scripts/serve.sh), the images, both clusters'
     pods, and the tests' cluster all set it."""
     from serve_app import cli
-    from serve_app.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+    from serve_app.web.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
     for name in (PROXY_CALLBACK_ENV, "FACEGRAPH_ALLOW_STAND_INS", "RAY_AUTH_MODE"):
         # setenv first so teardown removes what `serve` sets (a bare delenv of an unset

@@ -17,15 +17,15 @@ from fastapi import Request
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.mesh_io import obj_files
+from deployments.mesh_renderer.mesh_io import obj_files
 from serve_app import display
 from serve_app.apps import ingress
-from serve_app.http import create_app, request_id
+from serve_app.config.model_tier import MORPHABLE_MODEL, morphable_model
+from serve_app.config.spec import from_form
 from serve_app.imaging import b64, encode_png
-from serve_app.model_tier import MORPHABLE_MODEL, morphable_model
 from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, AnonymizeResult, anonymize
-from serve_app.schemas import AnonymizedFaceOut, AnonymizeResponse, PoseOut
-from serve_app.spec import from_form
+from serve_app.web.http import create_app, request_id
+from serve_app.web.schemas import AnonymizedFaceOut, AnonymizeResponse, PoseOut
 
 OUTPUTS = ("anonymized", "segmented", "renders", "mesh")
 

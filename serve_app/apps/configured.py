@@ -21,7 +21,9 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
+from serve_app.config.settings import REPO_ROOT
+
+DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
 
 
 def config_path() -> Path:

@@ -1,5 +1,5 @@
 """The demo page: GET / on the application at route prefix "/" (face_extract), with its
-script and style under /demo/. Static files from serve_app/static, no build step. The
+script and style under /demo/. Static files from serve_app/web/static, no build step. The
 page calls every pipeline endpoint on the same origin (so no CORS), and each endpoint's
 GET <prefix>/health to show which pipelines this server has deployed.
 """
@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 
 from serve_app import errors
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+STATIC = Path(__file__).resolve().parents[1] / "web" / "static"
 # Served by name from this list only: nothing from the URL reaches the file system.
 FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 # A redeploy with a new page must not meet a browser's stale copy of the script.

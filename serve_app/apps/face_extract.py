@@ -28,11 +28,12 @@ from ray import serve
 from serve_app import display, errors
 from serve_app.apps.demo import add_demo_routes
 from serve_app.apps.ingress import ModelCalls, add_health_routes, guarded
-from serve_app.http import create_app, request_id
+from serve_app.config.model_tier import recogniser_threshold
+from serve_app.config.settings import settings
 from serve_app.imaging import OverBudget, PixelBudget, base64_length, data_uri, decode_base64, decode_image
-from serve_app.model_tier import recogniser_threshold
 from serve_app.pipelines.face_extract import SPEC, Extraction, FaceExtractParams, extract_faces
-from serve_app.schemas import (
+from serve_app.web.http import create_app, request_id
+from serve_app.web.schemas import (
     DuplicateFace,
     ExtractedFace,
     ExtractFacesRequest,
@@ -40,14 +41,13 @@ from serve_app.schemas import (
     ImageError,
     ImageInput,
 )
-from serve_app.settings import settings
-from serve_app.url_fetch import UrlFetcher
+from serve_app.web.url_fetch import UrlFetcher
 
 
 def max_body_bytes() -> int:
     """The largest body a valid request can have: every image at the byte limit, in
     base64, plus room for the JSON around them; never over MAX_REQUEST_BYTES (counted
-    while the body streams in, before FastAPI parses the JSON: serve_app/http.py)."""
+    while the body streams in, before FastAPI parses the JSON: serve_app/web/http.py)."""
     s = settings()
     return min(s.max_request_bytes, s.max_images_per_request * (s.max_image_bytes * 4 // 3 + 64) + 1024 * 1024)
 
@@ -56,7 +56,7 @@ app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face extraction", body
 calls = ModelCalls(SPEC.models)
 models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 add_health_routes(app, lambda: calls)
-add_demo_routes(app)  # GET /: the demo page of every pipeline (serve_app/static)
+add_demo_routes(app)  # GET /: the demo page of every pipeline (serve_app/web/static)
 
 
 def check_images(images: list[ImageInput]) -> None:

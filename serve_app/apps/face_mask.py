@@ -14,10 +14,10 @@ from ray import serve
 
 from serve_app import display
 from serve_app.apps import ingress
-from serve_app.http import create_app, request_id
-from serve_app.mask_outputs import OUTPUT_FIELDS
+from serve_app.imaging import OUTPUT_FIELDS
 from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
-from serve_app.schemas import FaceMaskResponse
+from serve_app.web.http import create_app, request_id
+from serve_app.web.schemas import FaceMaskResponse
 
 MaskForm = ingress.upload_form(FaceMaskParams, tuple(OUTPUT_FIELDS), "mask,rgba,overlay")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: cartoon face mask")

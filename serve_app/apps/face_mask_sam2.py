@@ -2,7 +2,7 @@
 faces), GET /v1/face-mask-sam2/health and /ready.
 
 Graph: FaceMaskSam2Ingress -> FaceMesh (a model-tier deployment), and from the ingress
-straight to the operator's SAM2 service over HTTP (serve_app/sam2_client.py). SAM2
+straight to the operator's SAM2 service over HTTP (serve_app/clients/sam2.py). SAM2
 unset, down, slow or wrong: that face gets the filled FaceMesh oval instead, and the
 response says so; SAM2 trouble never fails the request.
 """
@@ -17,12 +17,12 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from serve_app.apps import ingress
-from serve_app.http import create_app, request_id
-from serve_app.mask_outputs import OUTPUT_FIELDS
+from serve_app.clients.sam2 import Sam2Client
+from serve_app.config.settings import Sam2Config
+from serve_app.imaging import OUTPUT_FIELDS
 from serve_app.pipelines.face_mask_sam2 import SPEC, FaceMaskSam2Params, face_mask_sam2
-from serve_app.sam2_client import Sam2Client
-from serve_app.sam2_config import Sam2Config
-from serve_app.schemas import FaceMaskSam2Response, FaceMaskSource
+from serve_app.web.http import create_app, request_id
+from serve_app.web.schemas import FaceMaskSam2Response, FaceMaskSource
 
 MaskForm = ingress.upload_form(FaceMaskSam2Params, tuple(OUTPUT_FIELDS), "mask,rgba,overlay")
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face mask with FaceMesh + SAM2")
@@ -70,7 +70,7 @@ class FaceMaskSam2Args(BaseModel):
 
     sam2: dict[str, Any] = Field(
         default_factory=dict,
-        description="SAM2 settings (serve_app/sam2_config.py field names) on top of the SAM2_* environment of "
+        description="SAM2 settings (serve_app/config/settings.py field names) on top of the SAM2_* environment of "
         "the ingress replica; never the API key",
     )
 

@@ -17,12 +17,12 @@ from ray import exceptions as ray_exceptions
 from ray.serve import exceptions as serve_exceptions
 
 from serve_app import __version__, errors
-from serve_app.http import read_upload
+from serve_app.config.model_tier import MODEL_APP
+from serve_app.config.settings import settings
+from serve_app.config.spec import Params, form_model, from_form
 from serve_app.imaging import decode_image
-from serve_app.model_tier import MODEL_APP
-from serve_app.schemas import HealthResponse
-from serve_app.settings import settings
-from serve_app.spec import Params, form_model, from_form
+from serve_app.web.http import read_upload
+from serve_app.web.schemas import HealthResponse
 
 log = logging.getLogger("facegraph.ingress")
 T = TypeVar("T")
@@ -44,7 +44,7 @@ ImageUpload = Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP, TIFF
 
 def upload_form(params: type[Params], outputs: tuple[str, ...], default: str):
     """An image endpoint's form fields as one annotated type: the pipeline's parameters
-    (one model, serve_app/spec.py) plus `outputs`, which of `outputs` to encode."""
+    (one model, serve_app/config/spec.py) plus `outputs`, which of `outputs` to encode."""
     model = create_model(
         params.__name__ + "Form",
         __base__=form_model(params),
@@ -187,7 +187,7 @@ async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.Ap
 
 async def decoded_upload(request: Request, upload: UploadFile) -> np.ndarray:
     """A multipart image upload -> uint8 RGB, under the byte and pixel limits (the body
-    itself was held to the upload limit as it arrived: serve_app/http.py RequestGuard);
+    itself was held to the upload limit as it arrived: serve_app/web/http.py RequestGuard);
     the decode runs in a worker thread so the ingress keeps serving other requests."""
     data = await read_upload(upload)
     return await asyncio.to_thread(decode_image, data)
@@ -210,7 +210,7 @@ async def mask_request(
     run the pipeline with the form's parameters under REQUEST_TIMEOUT (504 past it),
     then encode the images the client asked for off the event loop.
     -> (pipeline result, encoded images)."""
-    from serve_app.mask_outputs import OUTPUT_FIELDS, encode_outputs
+    from serve_app.imaging import OUTPUT_FIELDS, encode_outputs
 
     wanted = parse_outputs(form.outputs, OUTPUT_FIELDS)
     rgb = await decoded_upload(request, image)

@@ -16,11 +16,11 @@ from ray import serve
 
 from serve_app import display
 from serve_app.apps import ingress
-from serve_app.http import create_app, request_id
+from serve_app.config.spec import from_form
 from serve_app.imaging import b64, data_uri, encode_jpeg, encode_png
 from serve_app.pipelines.mask_augment import SPEC, MaskAugmentParams, MaskAugmentResult, mask_augment, seed_from
-from serve_app.schemas import AugmentedImage, FaceAugmentationOut, MaskAugmentFace, MaskAugmentResponse
-from serve_app.spec import from_form
+from serve_app.web.http import create_app, request_id
+from serve_app.web.schemas import AugmentedImage, FaceAugmentationOut, MaskAugmentFace, MaskAugmentResponse
 
 OUTPUTS = ("masked", "crops")
 CROP_QUALITY = 95

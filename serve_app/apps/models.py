@@ -21,9 +21,9 @@ from ray.serve.handle import DeploymentHandle
 from deployments.serving import model_deployment
 from serve_app import __version__
 from serve_app.apps.ingress import READY_TIMEOUT_S
-from serve_app.http import create_app
-from serve_app.model_tier import MODELS, ModelArgs, model_config
-from serve_app.schemas import RootHealthResponse
+from serve_app.config.model_tier import MODELS, ModelArgs, model_config
+from serve_app.web.http import create_app
+from serve_app.web.schemas import RootHealthResponse
 
 app, _ = create_app("models", "FaceGraph: model tier")
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.mesh_io import obj_files
+from deployments.mesh_renderer.mesh_io import obj_files
 from serve_app import display
-from serve_app.batch import BatchJob, Models, write_atomic
+from serve_app.config.model_tier import morphable_model
 from serve_app.imaging import decode_image, encode_png
-from serve_app.model_tier import morphable_model
+from serve_app.jobs.runner import BatchJob, Models, write_atomic
 from serve_app.pipelines.anonymize import SPEC, AnonymizeResult, anonymize
 
 HELP = "3D face anonymisation (RetinaFace -> TDDFA -> morph to the mean face -> MeshRenderer)"
@@ -34,11 +34,11 @@ _bfm: dict[str, tuple] = {}  # per worker process: the morphable model, loaded o
 
 
 def options(args) -> dict:
-    from serve_app.assets import resolve_for_serving
-    from serve_app.model_tier import MORPHABLE_MODEL, MORPHABLE_MODEL_FILES
+    from serve_app.config.assets import resolve_for_serving
+    from serve_app.config.model_tier import MORPHABLE_MODEL, MORPHABLE_MODEL_FILES
 
     # Its files resolved here, in the driver: a missing one stops the job with one line
-    # (serve_app/batch.py) instead of failing every input in the workers.
+    # (serve_app/jobs/runner.py) instead of failing every input in the workers.
     for asset in MORPHABLE_MODEL_FILES.values():
         resolve_for_serving(asset)
     # The asset actually used goes to the workers: a stand-in allowed here (by

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from serve_app import display, spec
-from serve_app.batch import BatchJob, Models, model_blocks, output_path, write_atomic
-from serve_app.dedup import deduplicate
+from serve_app import display
+from serve_app.config import spec
+from serve_app.faces.dedup import deduplicate
 from serve_app.imaging import decode_image
+from serve_app.jobs.runner import BatchJob, Models, model_blocks, output_path, write_atomic
 from serve_app.pipelines.face_extract import SPEC, faces_in_image, meets_quality_floor
 
 HELP = "faces, embeddings and headshots, de-duplicated across the dataset (RetinaFace -> ArcFace)"
@@ -64,7 +65,7 @@ def write_headshots(faces, output: Path, rel: str) -> dict[str, str]:
 def similarity_threshold(args: argparse.Namespace) -> tuple[float, str]:
     """(threshold, where it came from): --similarity-threshold, else the calibrated value
     of the recogniser weights this job's models use (assets/manifest.yaml)."""
-    from serve_app.model_tier import model_config, recogniser_threshold
+    from serve_app.config.model_tier import model_config, recogniser_threshold
 
     given = spec.from_arguments(SPEC.params, args).similarity_threshold
     if given is not None:
@@ -81,7 +82,7 @@ def similarity_threshold(args: argparse.Namespace) -> tuple[float, str]:
 
 
 def check_options(args: argparse.Namespace) -> dict:
-    from serve_app.assets import AssetCorrupt, AssetMissing
+    from serve_app.config.assets import AssetCorrupt, AssetMissing
 
     try:
         similarity_threshold(args)  # no threshold to use: stop before any work, not after it

@@ -8,9 +8,9 @@ import asyncio
 from pathlib import Path
 
 from serve_app import display
-from serve_app.batch import BatchJob, Models
 from serve_app.imaging import decode_image
-from serve_app.mask_outputs import add_output_arguments, output_kinds, write_outputs
+from serve_app.jobs.mask_files import add_output_arguments, output_kinds, write_outputs
+from serve_app.jobs.runner import BatchJob, Models
 from serve_app.pipelines.face_mask import SPEC, face_mask
 
 HELP = "cartoon face masks (LBPDetector -> SegFormerParser [-> CRF])"

@@ -13,14 +13,14 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from serve_app import spec
-from serve_app.batch import BatchJob, Models
+from serve_app.clients.sam2 import Sam2Client
+from serve_app.config import spec
+from serve_app.config.settings import OVERRIDABLE, Sam2Config
 from serve_app.imaging import decode_image
-from serve_app.mask_outputs import add_output_arguments, output_kinds, write_outputs
+from serve_app.jobs.mask_files import add_output_arguments, output_kinds, write_outputs
+from serve_app.jobs.runner import BatchJob, Models
 from serve_app.pipelines.face_mask_sam2 import SPEC, face_mask_sam2
-from serve_app.sam2_client import Sam2Client
-from serve_app.sam2_config import OVERRIDABLE, Sam2Config
-from serve_app.schemas import FaceMaskSource
+from serve_app.web.schemas import FaceMaskSource
 
 HELP = "face masks from FaceMesh prompts to an external SAM2 service (polygon fallback)"
 

@@ -17,8 +17,8 @@ import asyncio
 import csv
 from pathlib import Path
 
-from serve_app.batch import BatchJob, Models, write_atomic
 from serve_app.imaging import decode_image, encode_jpeg, encode_png
+from serve_app.jobs.runner import BatchJob, Models, write_atomic
 from serve_app.pipelines.mask_augment import SPEC, MaskAugmentResult, mask_augment, seed_from
 
 LOGS_FILE = "logs.csv"

@@ -3,7 +3,7 @@ face of a photograph.
 
 1. Reconstruct: RetinaFace finds the faces; TDDFA regresses 62 parameters per face on
    120x120 crops (one item per image); the morphable model turns them into a dense
-   mesh, 68 landmarks, the head pose and per-vertex visibility (serve_app/face3d.py).
+   mesh, 68 landmarks, the head pose and per-vertex visibility (serve_app/faces/face3d.py).
 2. Segment: the photo as RGBA with the eyes (and mouth) cut out, grown and feathered;
    the RGB under them inpainted.
 3. Anonymise: each mesh morphed toward the mean face; its texture re-baked in UV space
@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from deployments.bfm import MorphableModel
-from deployments.tddfa import crops_for_boxes
-from serve_app import face3d
+from deployments.tddfa.bfm import MorphableModel
+from deployments.tddfa.crops import crops_for_boxes
+from serve_app.config.spec import Params, PipelineSpec
+from serve_app.faces import face3d
 from serve_app.pipelines.common import Model, gather_or_cancel
 from serve_app.pipelines.locate import detect_faces
-from serve_app.spec import Params, PipelineSpec
 
 MIN_FACE_SIDE = 8.0  # pixels: smaller detector boxes give no usable 120x120 crop
 

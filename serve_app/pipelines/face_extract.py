@@ -1,5 +1,5 @@
 """Face extraction: per image, detect -> drop small faces -> align -> embed; then
-de-duplicate across all images of the request (serve_app/dedup.py): faces of one image
+de-duplicate across all images of the request (serve_app/faces/dedup.py): faces of one image
 are never merged, and faces under the quality floor are returned but never merged.
 
 The detector gets the image shrunk to its letterbox size (never the full-resolution
@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import Field
 
-from deployments.retinaface import DET_SIZE
+from deployments.retinaface.model import DET_SIZE
 from deployments.types import FaceLandmarks
 from serve_app import errors
-from serve_app.dedup import Dedup, deduplicate
-from serve_app.face_align import aligned_crops
+from serve_app.config.spec import Params, PipelineSpec
+from serve_app.faces.align import aligned_crops
+from serve_app.faces.dedup import Dedup, deduplicate
 from serve_app.imaging import encode_jpeg
 from serve_app.pipelines.common import Model, gather_or_cancel
 from serve_app.pipelines.locate import detect_faces
-from serve_app.spec import Params, PipelineSpec
 
 ImageLoader = Callable[[], Awaitable[np.ndarray]]  # raises ApiError when the image is unusable
 

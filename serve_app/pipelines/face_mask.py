@@ -16,9 +16,9 @@ from pydantic import Field
 
 from deployments.geometry import box_is_empty, clip_box, expand_box, fit_longest_side
 from deployments.types import ParseRequest
+from serve_app.config.spec import Params, PipelineSpec
+from serve_app.faces.refine import crf_refine
 from serve_app.pipelines.common import Model, gather_or_cancel
-from serve_app.refine import crf_refine
-from serve_app.spec import Params, PipelineSpec
 
 # CelebAMask-HQ ids: skin, nose, eye_g, l_eye, r_eye, l_brow, r_brow, l_ear, r_ear,
 # mouth, u_lip, l_lip. Hair (13) is added on request.

@@ -4,7 +4,7 @@ prompt, and use SAM2's mask, or the filled oval polygon when SAM2 gives nothing
 usable. A face the mesh could not place uses the ellipse inscribed in its detector box.
 
 The detector gets a letterboxed copy and the mesh a 256-pixel crop per face; SAM2 gets
-the full image, once per request, or crops (see serve_app/sam2_client.py).
+the full image, once per request, or crops (see serve_app/clients/sam2.py).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from deployments.facemesh import OVAL_IDS, face_oval
+from deployments.facemesh.landmarks import OVAL_IDS, face_oval
 from deployments.types import FaceLandmarks
+from serve_app.clients.sam2 import EMPTY_MASK, Sam2Outcome
+from serve_app.config.spec import Params, PipelineSpec
+from serve_app.faces.prompts import FacePrompt, face_prompt
 from serve_app.pipelines.common import Model
 from serve_app.pipelines.locate import locate_faces
-from serve_app.prompts import FacePrompt, face_prompt
-from serve_app.sam2_client import EMPTY_MASK, Sam2Outcome
-from serve_app.spec import Params, PipelineSpec
 
 SAM2, POLYGON = "sam2", "polygon"
 
@@ -50,7 +50,7 @@ class FaceSource:
     prompt_box: list[int]  # the grown, clipped box sent to SAM2
     meshed: bool  # False: the mesh could not place this face; its outline is the box's ellipse
     mask_source: str  # "sam2" or "polygon"
-    fallback_reason: str | None  # why not sam2 (serve_app/sam2_client.py codes)
+    fallback_reason: str | None  # why not sam2 (serve_app/clients/sam2.py codes)
 
 
 @dataclass(frozen=True)

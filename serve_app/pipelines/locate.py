@@ -21,9 +21,9 @@ import dataclasses
 import cv2
 import numpy as np
 
-from deployments.facemesh import FaceCrops
+from deployments.facemesh.landmarks import FaceCrops
 from deployments.geometry import fit_longest_side, iou, letterbox_size
-from deployments.retinaface import DET_SIZE
+from deployments.retinaface.model import DET_SIZE
 from deployments.types import MESH_478, FaceLandmarks
 from serve_app.pipelines.common import Model
 
@@ -38,7 +38,7 @@ def detector_input(image: np.ndarray, det_size: int = DET_SIZE) -> tuple[np.ndar
     shrunk exactly as the detector's letterbox would (insightface's size rule, bilinear),
     so its own resize becomes a no-op; smaller ones travel as they are, and the detector
     runs them on the smallest square input that holds them (a 1x1 image costs a 32x32
-    forward, not a 640x640 one: deployments/retinaface.py input_side)."""
+    forward, not a 640x640 one: deployments/retinaface/model.py input_side)."""
     height, width = image.shape[:2]
     if max(height, width) <= det_size:
         return image, 1.0

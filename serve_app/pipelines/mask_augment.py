@@ -18,11 +18,11 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from deployments.types import FaceLandmarks
-from serve_app.crops import CROP_STYLES, buffalo_crop, original_crop, scale_shift_crop
-from serve_app.masks import MASK_TYPES, apply_mask, draw_augmentation, load_templates
+from serve_app.config.spec import Params, PipelineSpec
+from serve_app.faces.crops import CROP_STYLES, buffalo_crop, original_crop, scale_shift_crop
+from serve_app.faces.mask_painting import MASK_TYPES, apply_mask, draw_augmentation, load_templates
 from serve_app.pipelines.common import Model
 from serve_app.pipelines.locate import locate_faces
-from serve_app.spec import Params, PipelineSpec
 
 CropStyle = Literal["buffalo", "original_cropping", "scale_shift", "all", "none"]
 MAX_SEED = 2**32 - 1

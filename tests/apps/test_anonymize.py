@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.mesh_io import read_obj
+from deployments.mesh_renderer.mesh_io import read_obj
 from serve_app.imaging import decode_image
 from tests.helpers import assert_error, ok
 from tests.images import encode, gradient_rgb
@@ -56,7 +56,7 @@ def photo(photos_dir):
 
 @pytest.fixture(scope="module")
 def description(asset):
-    from deployments.bfm import MorphableModel
+    from deployments.tddfa.bfm import MorphableModel
 
     return MorphableModel.load(asset(MODEL)).description
 

@@ -50,7 +50,7 @@ ROUTES = {
     "anonymize": "/v1/anonymize",
     "face_extract": "/",
 }
-# The page's drawing colours (serve_app/static/app.js BOX and DUP).
+# The page's drawing colours (serve_app/web/static/app.js BOX and DUP).
 BOX_RGB, DUP_RGB = (255, 234, 0), (255, 61, 0)
 
 # Per drawn canvas: its size, the boxes the page says it drew, how varied its pixels are
@@ -227,7 +227,7 @@ def test_the_page_and_its_files_are_served(server):
 def test_the_options_follow_each_pipelines_parameters_model(page):
     """The page restates no limit, default or choice: it reads them from each app's
     OpenAPI schema, i.e. from the pipeline's parameters model."""
-    from serve_app.masks import MASK_TYPES
+    from serve_app.faces.mask_painting import MASK_TYPES
     from serve_app.pipelines.face_mask import FaceMaskParams
     from serve_app.pipelines.mask_augment import MaskAugmentParams
 

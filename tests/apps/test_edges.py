@@ -183,7 +183,7 @@ def tiny_png() -> str:
 
 def test_a_hundred_1x1_images_are_cheap(base):
     """About 10 KB of request: each 1x1 image runs on a 32x32 detector input, not a
-    640x640 one (1/400 of the work; deployments/retinaface.py input_side)."""
+    640x640 one (1/400 of the work; deployments/retinaface/model.py input_side)."""
     images = [{"image_base64": tiny_png()}] * 100
     extract(base, images[:1])  # warm
     start = time.perf_counter()

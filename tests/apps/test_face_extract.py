@@ -286,7 +286,7 @@ def test_concurrent_requests_share_arcface_batches(client, url, photos_dir):
     several requests."""
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     arcface = serve.get_deployment_handle("ArcFace", app_name=MODEL_APP)
     payload = {"images": [{"image_base64": b64(photos_dir, "lfw_Rob_Lowe_0001.jpg")}]}

@@ -152,7 +152,7 @@ def test_health_names_the_models_and_ready_the_weights_in_use(client, url):
 def test_concurrent_requests_are_batched(client, url, cartoon_dir, ray_cluster):
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     # The model deployments are the session's shared ones: look only at the batches
     # these requests added.

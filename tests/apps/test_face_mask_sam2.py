@@ -248,7 +248,7 @@ def test_a_hundred_faces_are_one_mesh_call_not_a_hundred(url, photos_dir, standi
     that overflow its queue (serve_config.yaml's max_queued_requests: a 503)."""
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     mesh = serve.get_deployment_handle("FaceMesh", MODEL_APP)
     before = sum(mesh.batch_stats.remote().result().values())

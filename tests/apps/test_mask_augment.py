@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.crops import CROP_STYLES
+from serve_app.faces.crops import CROP_STYLES
+from serve_app.faces.mask_painting import MASK_TYPES
 from serve_app.imaging import decode_image
-from serve_app.masks import MASK_TYPES
 from tests.helpers import assert_error, ok
 from tests.images import encode, gradient_rgb
 

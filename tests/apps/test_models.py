@@ -71,13 +71,13 @@ def batches_seen(name: str) -> int:
     """Predict calls the model tier's `name` deployment has run so far."""
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     return sum(serve.get_deployment_handle(name, app_name=MODEL_APP).batch_stats.remote().result().values())
 
 
 def test_healthz_lists_every_application_and_every_model(client, apps, model_tier):
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     resp = client.get(model_tier["healthz"])
     assert resp.status_code == 200, resp.text
@@ -107,7 +107,7 @@ def test_healthz_lists_every_application_and_every_model(client, apps, model_tie
 def test_each_model_is_one_deployment_shared_by_the_apps(client, apps, photos_dir):
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     mesh_before, det_before, emb_before = (batches_seen(n) for n in ("FaceMesh", "RetinaFace", "ArcFace"))
     photo = (photos_dir / "lfw_Rob_Lowe_0001.jpg").read_bytes()

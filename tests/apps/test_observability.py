@@ -96,7 +96,7 @@ def _samples(text: str, name: str, model: str) -> float:
 def test_every_dashboard_metric_is_exported_and_mean_batch_is_right(client, apps, cartoon_dir, photos_dir, ray_cluster):
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     cartoon = (cartoon_dir / "kanosawa_anime_5faces.png").read_bytes()
     photo = (photos_dir / "lfw_Rob_Lowe_0001.jpg").read_bytes()
@@ -172,7 +172,7 @@ def replica_lines(app: str, deployment: str, needle: str, until=bool, deadline_s
 def test_a_request_id_is_on_every_line_the_request_causes(client, apps, photos_dir):
     from ray import serve
 
-    from serve_app.model_tier import MODEL_APP
+    from serve_app.config.model_tier import MODEL_APP
 
     rid = f"obs-{uuid.uuid4().hex}"
     photo = (photos_dir / "lfw_Rob_Lowe_0001.jpg").read_bytes()

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from serve_app.batch import main
-from serve_app.settings import REPO_ROOT
+from serve_app.config.settings import REPO_ROOT
+from serve_app.jobs.runner import main
 from tests.helpers import job_argv, results_by_path
 
 pytestmark = pytest.mark.graph
@@ -28,7 +28,7 @@ ASSETS = ["--asset", "RetinaFace=retinaface-det-500m", "--asset", "TDDFA=tddfa-m
 
 @pytest.fixture(autouse=True)
 def stand_ins(monkeypatch):
-    from serve_app.settings import settings
+    from serve_app.config.settings import settings
 
     monkeypatch.setenv("FACEGRAPH_ALLOW_STAND_INS", "1")
     settings.cache_clear()

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from serve_app.batch import main
+from serve_app.config.settings import REPO_ROOT
 from serve_app.jobs.face_extract import check_options, finalize
-from serve_app.settings import REPO_ROOT
+from serve_app.jobs.runner import main
 from tests.helpers import TEST_WEIGHTS, job_argv, results_by_path
 
 pytestmark = pytest.mark.graph

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.batch import main
+from serve_app.jobs.runner import main
 from tests.helpers import job_argv, results_by_path
 
 pytestmark = pytest.mark.graph

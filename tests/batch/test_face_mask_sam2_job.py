@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.batch import main
+from serve_app.jobs.runner import main
 from tests.helpers import free_port, job_argv, results_by_path
 from tests.sam2_standin import Sam2StandIn
 

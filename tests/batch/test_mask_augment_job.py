@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.batch import main
+from serve_app.faces.mask_painting import MASK_TYPES, draw_augmentation, load_templates
 from serve_app.imaging import decode_image
 from serve_app.jobs.mask_augment import image_seed
-from serve_app.masks import MASK_TYPES, draw_augmentation, load_templates
+from serve_app.jobs.runner import main
 from serve_app.pipelines.mask_augment import seed_from
 from tests.helpers import job_argv, results_by_path
 from tests.images import gradient_rgb

@@ -6,10 +6,10 @@ import warnings
 import numpy as np
 import pytest
 
-from deployments.arcface import ArcFace, ArcFaceConfig, placed_runtime
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.arcface.model import ArcFace, ArcFaceConfig, placed_runtime
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 from deployments.types import Placement
-from serve_app.face_align import aligned_crops, alignment_matrix
+from serve_app.faces.align import aligned_crops, alignment_matrix
 from serve_app.imaging import decode_image
 
 

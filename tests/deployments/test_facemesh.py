@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.facemesh import (
-    NUM_LANDMARKS,
-    OVAL_IDS,
-    FaceMesh,
-    FaceMeshConfig,
-    face_oval,
-    mesh_pose,
-    oval_order,
-)
+from deployments.facemesh.landmarks import NUM_LANDMARKS, OVAL_IDS, face_oval, mesh_pose, oval_order
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
 from deployments.types import MESH_478, FaceLandmarks, Placement, Pose
 
 SINGLE_FACES = ["lfw_Rob_Lowe_0001.jpg", "3ddfa_JianzhuGuo.jpg", "inspireface_woman_search.jpeg"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
+from deployments.lbp_detector.model import LBPDetector, LBPDetectorConfig
 from deployments.types import BOX_ONLY
 from serve_app.imaging import decode_image
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deployments.mesh_io import obj_files, read_obj, write_obj
+from deployments.mesh_renderer.mesh_io import obj_files, read_obj, write_obj
 
 
 def test_reads_the_canonical_face(asset):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from deployments import mesh_raster
-from deployments.mesh_io import read_obj
-from deployments.mesh_renderer import MeshRenderer, MeshRendererConfig, RenderRequest, pytorch3d_available, to_scene
+import deployments.mesh_renderer.raster as mesh_raster
+from deployments.mesh_renderer.mesh_io import read_obj
+from deployments.mesh_renderer.model import MeshRenderer, MeshRendererConfig, pytorch3d_available
+from deployments.mesh_renderer.scene import RenderRequest, to_scene
 
 HAVE_P3D = pytorch3d_available()
 NO_P3D = "pytorch3d is not importable: scripts/setup.sh installs it only from a wheelhouse (FACEGRAPH_WHEELHOUSE)"

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from deployments.retinaface import RetinaFace, RetinaFaceConfig, input_side
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig, input_side
 from deployments.types import FIVE_POINT
 from serve_app.imaging import decode_image
 from tests.helpers import iou

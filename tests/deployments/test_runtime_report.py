@@ -16,7 +16,7 @@ def detector_path(asset):
 def test_onnx_model_reports_the_provider_onnx_runtime_chose(detector_path):
     import onnxruntime
 
-    from deployments.retinaface import RetinaFace, RetinaFaceConfig
+    from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 
     on_cpu = RetinaFace(RetinaFaceConfig(model_path=detector_path), Placement())
     assert runtime_of(on_cpu) == "CPUExecutionProvider"
@@ -30,7 +30,7 @@ def test_onnx_model_reports_the_provider_onnx_runtime_chose(detector_path):
 
 
 def test_torch_model_reports_its_torch_device(asset):
-    from deployments.tddfa import TDDFA, TDDFAConfig
+    from deployments.tddfa.model import TDDFA, TDDFAConfig
 
     model = TDDFA(
         TDDFAConfig(weights_path=str(asset("tddfa-mb05-120")), param_stats_path=str(asset("tddfa-param-mean-std"))),

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from deployments.segformer_parser import CELEBAMASK_LABELS, SegFormerParser, SegFormerParserConfig
+from deployments.segformer_parser.checkpoint import CELEBAMASK_LABELS
+from deployments.segformer_parser.model import SegFormerParser, SegFormerParserConfig
 from deployments.types import ParseRequest
 
 FACE = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
@@ -171,7 +172,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
 
 
-# ---- the ONNX Runtime path (runtime: onnx | onnx-int8, deployments/parser_onnx.py) -----
+# ---- the ONNX Runtime path (runtime: onnx | onnx-int8, deployments/segformer_parser/onnx.py) -----
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +212,7 @@ def test_int8_stays_close_to_torch(asset, parser, rois, onnx_cache):
     MatMul of the SegFormer runs in int8 here."""
     import onnx
 
-    from deployments import parser_onnx
+    import deployments.segformer_parser.onnx as parser_onnx
 
     fast = onnx_parser(asset, "segformer-parser-tiny", "onnx-int8", onnx_cache)
     assert fast.runtime == "onnx-int8 (CPUExecutionProvider)"
@@ -225,7 +226,7 @@ def test_int8_stays_close_to_torch(asset, parser, rois, onnx_cache):
 
 
 def test_the_export_is_cached(asset, onnx_cache):
-    from deployments import parser_onnx
+    import deployments.segformer_parser.onnx as parser_onnx
 
     path = parser_onnx.export_path(asset("segformer-parser-tiny"), "onnx", onnx_cache)
     onnx_parser(asset, "segformer-parser-tiny", "onnx", onnx_cache)
@@ -241,7 +242,7 @@ def test_unknown_runtime_is_refused(asset):
 
 
 def test_auto_is_int8_on_cpu_and_torch_on_a_gpu():
-    from deployments.parser_onnx import placed_runtime
+    from deployments.segformer_parser.onnx import placed_runtime
     from deployments.types import Placement
 
     assert placed_runtime("auto", Placement()) == "onnx-int8"
@@ -250,13 +251,13 @@ def test_auto_is_int8_on_cpu_and_torch_on_a_gpu():
 
 
 def test_the_folded_decode_head_gives_transformers_logits(asset):
-    """deployments/segformer_head.py computes the decode head with its layers folded;
+    """deployments/segformer_parser/head.py computes the decode head with its layers folded;
     with every decoder weight and batch-norm statistic random (a trained head's are not
     the identity), its logits must equal transformers' own forward."""
     import torch
     from transformers import SegformerForSemanticSegmentation
 
-    from deployments.segformer_head import FoldedSegformer
+    from deployments.segformer_parser.head import FoldedSegformer
 
     model = SegformerForSemanticSegmentation.from_pretrained(str(asset("segformer-parser-tiny"))).eval()
     gen = torch.Generator().manual_seed(0)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.bfm import MorphableModel, to_image
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
-from deployments.tddfa import TDDFA, TDDFAConfig, crop_120, crops_for_boxes, roi_box_from_bbox
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+from deployments.tddfa.bfm import MorphableModel, to_image
+from deployments.tddfa.crops import crop_120, crops_for_boxes, roi_box_from_bbox
+from deployments.tddfa.model import TDDFA, TDDFAConfig
 from serve_app.imaging import decode_image
 from tests.helpers import FRONTAL_PHOTOS
 

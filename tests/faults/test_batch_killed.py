@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from serve_app.batch import main
+from serve_app.jobs.runner import main
 from tests.helpers import TEST_WEIGHTS, job_argv
 
 pytestmark = [pytest.mark.fault, pytest.mark.graph]
@@ -59,7 +59,7 @@ def test_killed_mid_run_then_resumed_every_input_once_and_whole(tmp_path, photos
         [
             sys.executable,
             "-m",
-            "serve_app.batch",
+            "serve_app.jobs.runner",
             *face_extract_argv(src, out, "--address", ray.get_runtime_context().gcs_address),
         ],
         stdout=log,

@@ -15,17 +15,18 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.arcface import ArcFace, ArcFaceConfig
-from deployments.bfm import MorphableModel, to_image
-from deployments.facemesh import FaceMesh, FaceMeshConfig
+from deployments.arcface.model import ArcFace, ArcFaceConfig
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
 from deployments.geometry import iou
-from deployments.mesh_renderer import MeshRenderer, MeshRendererConfig
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.mesh_renderer.model import MeshRenderer, MeshRendererConfig
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
-from deployments.tddfa import TDDFA, TDDFAConfig, crops_for_boxes
+from deployments.tddfa.bfm import MorphableModel, to_image
+from deployments.tddfa.crops import crops_for_boxes
+from deployments.tddfa.model import TDDFA, TDDFAConfig
 from deployments.types import IBUG_68
-from serve_app import face3d
-from serve_app.face_align import aligned_crops
+from serve_app.faces import face3d
+from serve_app.faces.align import aligned_crops
 from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize
 from serve_app.pipelines.locate import locate_faces
 from tests.helpers import FRONTAL_PHOTOS

@@ -5,13 +5,13 @@ after it was detected (its detector points are kept for alignment)."""
 import numpy as np
 import pytest
 
-from deployments.arcface import ArcFace, ArcFaceConfig
-from deployments.facemesh import FaceMesh, FaceMeshConfig
+from deployments.arcface.model import ArcFace, ArcFaceConfig
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
 from deployments.geometry import iou
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 from deployments.types import MESH_478, FaceLandmarks
-from serve_app.crops import buffalo_crop
-from serve_app.face_align import aligned_crops
+from serve_app.faces.align import aligned_crops
+from serve_app.faces.crops import buffalo_crop
 from serve_app.imaging import decode_image
 
 PHOTOS = (

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.arcface import ArcFace, ArcFaceConfig
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.arcface.model import ArcFace, ArcFaceConfig
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from serve_app import errors
-from serve_app.dedup import deduplicate
+from serve_app.config.model_tier import recogniser_threshold
+from serve_app.faces.dedup import deduplicate
 from serve_app.imaging import decode_image
-from serve_app.model_tier import recogniser_threshold
 from serve_app.pipelines.face_extract import FaceExtractParams, extract_faces, faces_in_image, meets_quality_floor
 from serve_app.pipelines.locate import detector_input
 from tests.helpers import iou

@@ -6,8 +6,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.lbp_detector import LBPDetector, LBPDetectorConfig
-from deployments.segformer_parser import SegFormerParser, SegFormerParserConfig
+from deployments.lbp_detector.model import LBPDetector, LBPDetectorConfig
+from deployments.segformer_parser.model import SegFormerParser, SegFormerParserConfig
 from deployments.serving import LocalBatcher
 from serve_app.imaging import decode_image
 from serve_app.pipelines.face_mask import FaceMaskParams, face_mask, face_rois, merge_masks
@@ -112,7 +112,7 @@ def test_merge_takes_the_max_where_faces_overlap():
 
 
 def test_crf_pulls_a_noisy_map_onto_the_image_edges():
-    from serve_app.refine import crf_refine
+    from serve_app.faces.refine import crf_refine
 
     yy, xx = np.mgrid[:64, :64]
     disk = (yy - 32) ** 2 + (xx - 32) ** 2 < 16**2

@@ -11,11 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from deployments.facemesh import FaceMesh, FaceMeshConfig
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
+import serve_app.clients.sam2 as sc
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
 from deployments.types import MESH_478
-from serve_app import sam2_client as sc
+from serve_app.clients.sam2 import Sam2Client
+from serve_app.config.settings import Sam2Config
 from serve_app.pipelines.face_mask_sam2 import (
     POLYGON,
     SAM2,
@@ -26,8 +28,6 @@ from serve_app.pipelines.face_mask_sam2 import (
     polygon_mask,
 )
 from serve_app.pipelines.locate import locate_faces
-from serve_app.sam2_client import Sam2Client
-from serve_app.sam2_config import Sam2Config
 from tests.helpers import iou
 from tests.sam2_standin import Sam2StandIn, ellipse_mask
 

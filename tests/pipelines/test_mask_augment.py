@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from deployments.facemesh import FaceMesh, FaceMeshConfig
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
 from deployments.geometry import expand_box
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
 from deployments.serving import LocalBatcher
-from serve_app.crops import CROP_STYLES, buffalo_crop, original_crop
-from serve_app.masks import MASK_TYPES, TEXTURED, TINTABLE
+from serve_app.faces.crops import CROP_STYLES, buffalo_crop, original_crop
+from serve_app.faces.mask_painting import MASK_TYPES, TEXTURED, TINTABLE
 from serve_app.pipelines.mask_augment import MAX_SEED, SPEC, MaskAugmentParams, mask_augment, seed_from
 from tests.images import gradient_rgb
 

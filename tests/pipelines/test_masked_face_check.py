@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deployments.facemesh import FaceMesh, FaceMeshConfig
-from serve_app.masks import MASK_TYPES, apply_mask, draw_augmentation, load_templates
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
+from serve_app.faces.mask_painting import MASK_TYPES, apply_mask, draw_augmentation, load_templates
 from tests.helpers import iou
 from tests.ultralight import MaskedFaceDetector
 

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deployments.facemesh import FaceMesh, FaceMeshConfig, face_oval
-from serve_app.masks import MASK_TYPES, TEXTURED, TINTABLE, apply_mask, draw_augmentation, load_templates
+from deployments.facemesh.landmarks import face_oval
+from deployments.facemesh.model import FaceMesh, FaceMeshConfig
+from serve_app.faces.mask_painting import MASK_TYPES, TEXTURED, TINTABLE, apply_mask, draw_augmentation, load_templates
 
 NOSE_TIP, CHIN, FOREHEAD, IRISES = 1, 152, 10, (468, 473)
 # Allowed reach beyond the face region, in forehead-to-chin lengths. The templates reach

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from serve_app import assets
-from serve_app.settings import settings
+from serve_app.config import assets
+from serve_app.config.settings import settings
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_missing_asset_names_itself_and_the_fetch_command(env):
     with pytest.raises(assets.AssetMissing) as e:
         assets.resolve("lbp-detector-cascade")
     msg = str(e.value)
-    assert "lbp-detector-cascade" in msg and "python -m serve_app.assets fetch" in msg
+    assert "lbp-detector-cascade" in msg and "python -m serve_app.config.assets fetch" in msg
 
 
 def test_unknown_asset_is_a_clear_error(env):

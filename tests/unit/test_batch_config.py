@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.batch import main
-from serve_app.settings import REPO_ROOT
+from serve_app.config.settings import REPO_ROOT
+from serve_app.jobs.runner import main
 from tests.helpers import TEST_WEIGHTS
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
@@ -38,11 +38,11 @@ def test_a_fresh_machine_gets_one_line_naming_the_fetch_and_the_stand_in(env, fo
     """No weights anywhere and stand-ins not allowed (the default outside scripts/serve.sh):
     the fetch command, and where the missing asset has a test stand-in, how to allow it
     (the production recogniser has one; face-mask's LBP cascade is its own test asset)."""
-    from serve_app.assets import load_manifest
+    from serve_app.config.assets import load_manifest
 
     env(FACEGRAPH_ASSETS_CACHE=tmp_path / "empty", FACEGRAPH_ASSETS_DIR="", FACEGRAPH_ALLOW_STAND_INS=0)
     message = one_line_error(folder, job=job)
-    assert "python -m serve_app.assets fetch --set production" in message
+    assert "python -m serve_app.config.assets fetch --set production" in message
     missing = re.search(r"asset '([^']+)'", message).group(1)
     assert ("FACEGRAPH_ALLOW_STAND_INS=1" in message) == bool(load_manifest()[missing].stand_in), message
     if job == "face-extract":  # both of its production models have a test stand-in
@@ -101,7 +101,7 @@ def test_an_unreachable_cluster_address_is_one_line_at_once():
     import socket
     import time
 
-    from serve_app.batch import ConfigError, check_reachable
+    from serve_app.jobs.runner import ConfigError, check_reachable
 
     with socket.socket() as probe:  # a port nothing listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))

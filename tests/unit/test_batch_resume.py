@@ -4,7 +4,7 @@ and every output is written whole or not at all."""
 import json
 import os
 
-from serve_app.batch import RESULTS_FILE, end_last_line, load_results, write_atomic
+from serve_app.jobs.runner import RESULTS_FILE, end_last_line, load_results, write_atomic
 
 
 def test_a_half_written_last_line_is_skipped_and_ended(tmp_path):

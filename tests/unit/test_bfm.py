@@ -1,4 +1,4 @@
-"""The morphable model (deployments/bfm.py) on the assembled asset: dense and landmark
+"""The morphable model (deployments/tddfa/bfm.py) on the assembled asset: dense and landmark
 models agree, the mean shape is a face, 3DDFA_V2's image mapping and pose signs, the
 3DDFA_V2 .pkl format, and the generated asset itself (built from other assets)."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.bfm import (
+from deployments.tddfa.bfm import (
     MODEL_FILENAME,
     MorphableModel,
     load_numpy_pickle,
@@ -19,8 +19,8 @@ from deployments.bfm import (
     split_params,
     to_image,
 )
-from serve_app import assets
-from serve_app.settings import settings
+from serve_app.config import assets
+from serve_app.config.settings import settings
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_help_names_every_command(capsys):
 
 
 def test_assets_list_is_the_manifest(capsys):
-    from serve_app.assets import load_manifest
+    from serve_app.config.assets import load_manifest
 
     assert cli.main(["assets", "list"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]

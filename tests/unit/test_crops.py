@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from deployments.types import FIVE_POINT, FaceLandmarks
-from serve_app.crops import (
+from serve_app.faces.align import ARCFACE_TEMPLATE_112, aligned_crops
+from serve_app.faces.crops import (
     CROP_STYLES,
     buffalo_crop,
     original_crop,
     scale_shift_crop,
     scale_shift_matrix,
 )
-from serve_app.face_align import ARCFACE_TEMPLATE_112, aligned_crops
 
 
 def synthetic_face(scale=2.0, angle=15.0, offset=(150.0, 90.0)):
@@ -137,7 +137,7 @@ def test_similarity_transform_is_skimages_estimate_that_norm_crop_uses(mirrored)
 
     from skimage.transform import SimilarityTransform
 
-    from serve_app.face_align import similarity_transform
+    from serve_app.faces.align import similarity_transform
 
     rng = np.random.default_rng(7)
     for _ in range(20):

@@ -5,7 +5,7 @@ floor never merged."""
 
 import numpy as np
 
-from serve_app.dedup import deduplicate
+from serve_app.faces.dedup import deduplicate
 
 
 def at_degrees(*angles) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""serve_app/edge.py, the middleware Serve's HTTP proxy runs in front of every app,
+"""serve_app/web/edge.py, the middleware Serve's HTTP proxy runs in front of every app,
 driven over raw ASGI with a stand-in for the proxy behind it (no Ray): what reaches
 the proxy, and what the client gets back."""
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from serve_app import edge
+from serve_app.web import edge
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 

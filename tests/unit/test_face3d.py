@@ -1,4 +1,4 @@
-"""serve_app/face3d.py on the assembled morphable model: Umeyama, the morph (alpha 0 is
+"""serve_app/faces/face3d.py on the assembled morphable model: Umeyama, the morph (alpha 0 is
 the face itself, alpha 1 the mean face, keep_pose aligns), the eye/mouth cut-out, the
 z-buffer visibility, the UV bake (no black texels) and the blend (nothing outside its
 region changes). Real TDDFA parameters (mb05 on a real photo) where a regressed pose
@@ -11,11 +11,12 @@ import math
 import numpy as np
 import pytest
 
-from deployments.bfm import MorphableModel, split_params, to_image
-from deployments.retinaface import RetinaFace, RetinaFaceConfig
-from deployments.tddfa import TDDFA, TDDFAConfig, crops_for_boxes
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+from deployments.tddfa.bfm import MorphableModel, split_params, to_image
+from deployments.tddfa.crops import crops_for_boxes
+from deployments.tddfa.model import TDDFA, TDDFAConfig
 from deployments.types import FIVE_POINT, FaceLandmarks
-from serve_app import face3d
+from serve_app.faces import face3d
 from serve_app.imaging import decode_image
 
 ROI = np.array([50.0, 50.0, 200.0, 200.0])  # a 150-pixel crop: 1.25 pixels per crop unit

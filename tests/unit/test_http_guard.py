@@ -1,4 +1,4 @@
-"""serve_app/http.py's request guard, CORS and error statuses on a small app built by
+"""serve_app/web/http.py's request guard, CORS and error statuses on a small app built by
 create_app (the same stack every endpoint has), in process: the status says what went
 wrong, in the shared error shape, before any body is parsed where it can be."""
 
@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from serve_app.apps.ingress import ImageUpload, upload_form
+from serve_app.config.spec import from_form
 from serve_app.pipelines.face_mask import FaceMaskParams
-from serve_app.spec import from_form
 from tests.helpers import assert_error
 
 LIMIT = 1000
@@ -34,7 +34,7 @@ def env(settings_env):
 
 @pytest.fixture
 def app(env):
-    from serve_app.http import create_app
+    from serve_app.web.http import create_app
 
     app, _ = create_app("test", "test", body_limit=lambda: LIMIT)
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from serve_app import errors
 from serve_app.apps import ingress
 from serve_app.apps.ingress import ModelCalls, add_health_routes
-from serve_app.model_tier import MODEL_APP
+from serve_app.config.model_tier import MODEL_APP
 
 
 class Handle:
@@ -224,7 +224,7 @@ def test_a_model_failure_is_not_retried():
 
 def error_app(exc: Exception) -> TestClient:
     """An app from create_app whose one route fails under `guarded` with `exc`."""
-    from serve_app.http import create_app
+    from serve_app.web.http import create_app
 
     app, _ = create_app("test", "test")
 

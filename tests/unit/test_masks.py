@@ -1,11 +1,11 @@
-"""The MaskTheFace set as serve_app.masks reads it, the left/right rule, and the seeded
+"""The MaskTheFace set as serve_app.faces.mask_painting reads it, the left/right rule, and the seeded
 draws. Placement on real faces is in tests/pipelines/test_masks_real_faces.py."""
 
 import numpy as np
 import pytest
 
 from deployments.types import FaceLandmarks
-from serve_app.masks import (
+from serve_app.faces.mask_painting import (
     MASK_COLORS,
     MASK_TYPES,
     TEXTURED,
@@ -143,8 +143,8 @@ def test_anchor_mesh_ids_sit_where_the_template_anchors_do(asset):
     """The mesh points behind the anchors, checked on MediaPipe's canonical face (cm, y up):
     a/c at the nose tip's height on the image-left/right cheek, b half way down the nose
     bridge, d/f at the lower lip's lowest height, e the lowest point of the face oval."""
-    from deployments.facemesh import OVAL_IDS
-    from serve_app.masks import ANCHOR_MESH_IDS
+    from deployments.facemesh.landmarks import OVAL_IDS
+    from serve_app.faces.mask_painting import ANCHOR_MESH_IDS
 
     obj = asset("mediapipe-canonical-face") / "canonical_face_model.obj"
     v = np.array(

@@ -1,4 +1,4 @@
-"""The model tier's registry (serve_app/model_tier.py): every MODELS entry builds its
+"""The model tier's registry (serve_app/config/model_tier.py): every MODELS entry builds its
 own config class with the resolved asset path, the repo's serve_config.yaml configures
 every model, and every pipeline's spec names only models the tier serves."""
 
@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 import serve_app.pipelines
 from deployments.serving import build_model
-from serve_app.assets import AssetMissing, load_manifest, resolve
-from serve_app.model_tier import MODEL_APP, MODELS, ModelArgs, model_class, model_config, serve_config_models
-from serve_app.settings import REPO_ROOT, settings
-from serve_app.spec import PipelineSpec
+from serve_app.config.assets import AssetMissing, load_manifest, resolve
+from serve_app.config.model_tier import MODEL_APP, MODELS, ModelArgs, model_class, model_config, serve_config_models
+from serve_app.config.settings import REPO_ROOT, settings
+from serve_app.config.spec import PipelineSpec
 
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from serve_app.prompts import FacePrompt, face_prompt, negative_points, positive_points
+from serve_app.faces.prompts import FacePrompt, face_prompt, negative_points, positive_points
 
 
 def ellipse_polygon(cx, cy, rx, ry, n=36, tilt=0.0) -> np.ndarray:

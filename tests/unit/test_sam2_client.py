@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from serve_app import sam2_client as sc
-from serve_app.prompts import FacePrompt
-from serve_app.sam2_client import Sam2Client, parse_response
-from serve_app.sam2_config import Sam2Config
+import serve_app.clients.sam2 as sc
+from serve_app.clients.sam2 import Sam2Client, parse_response
+from serve_app.config.settings import Sam2Config
+from serve_app.faces.prompts import FacePrompt
 from tests.helpers import free_port
 from tests.sam2_standin import Sam2StandIn, ellipse_mask
 

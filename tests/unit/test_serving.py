@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deployments.arcface import ArcFace
+from deployments.arcface.model import ArcFace
 from deployments.serving import (
     LocalBatcher,
     ModelError,

@@ -1,5 +1,4 @@
-from serve_app.sam2_config import Sam2Config
-from serve_app.settings import Settings
+from serve_app.config.settings import Sam2Config, Settings
 
 
 def test_defaults_when_nothing_is_set(monkeypatch):

@@ -1,4 +1,4 @@
-"""serve_app/spec.py: one parameters model per pipeline, from which the HTTP form and
+"""serve_app/config/spec.py: one parameters model per pipeline, from which the HTTP form and
 the batch job's command-line options are both derived. The form, the options and the
 model itself accept and refuse by the same limits; a new field appears in both."""
 
@@ -13,11 +13,11 @@ from fastapi import FastAPI, Form
 from fastapi.testclient import TestClient
 from pydantic import Field, ValidationError
 
+from serve_app.config.settings import Sam2Config
+from serve_app.config.spec import Params, PipelineSpec, add_arguments, form_model, from_arguments, from_form
 from serve_app.pipelines.face_extract import SPEC as EXTRACT
 from serve_app.pipelines.face_mask import SPEC as MASK
 from serve_app.pipelines.face_mask_sam2 import SPEC as MASK_SAM2
-from serve_app.sam2_config import Sam2Config
-from serve_app.spec import Params, PipelineSpec, add_arguments, form_model, from_arguments, from_form
 
 SPECS = [MASK, MASK_SAM2, EXTRACT]
 PARAMS = [s.params for s in SPECS]

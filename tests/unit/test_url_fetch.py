@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from serve_app import errors
-from serve_app.url_fetch import AllowList, FetchPolicy, UrlFetcher, address_problem
+from serve_app.web.url_fetch import AllowList, FetchPolicy, UrlFetcher, address_problem
 from tests.image_server import ImageServer
 
 CAP = 1_000_000
