@@ -107,10 +107,9 @@ def bench_pipeline(paths, args) -> tuple[float, int, dict, dict]:
         for _ in range(args.rounds):
             result = await extract_faces(
                 [loader(b) for b in blobs],
-                FaceExtractParams(min_face_size=0),
+                FaceExtractParams(min_face_size=0).with_threshold(lambda: recogniser_threshold(args.recogniser)),
                 detect=detect,
                 embed=embed,
-                default_threshold=recogniser_threshold(args.recogniser),
             )
             faces += len(result.faces)
         return faces

@@ -142,13 +142,14 @@ class InProcess:
         return getattr(self, "_" + endpoint.replace("-", "_"))()
 
     def _extract_faces(self):
-        from serve_app.apps.face_extract import build_response
-        from serve_app.config.model_tier import recogniser_threshold
+        from serve_app.apps.face_extract import handle
+        from serve_app.config.model_tier import calibrated_threshold, serve_config_models, served_weights
         from serve_app.imaging import decode_base64, decode_image
-        from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces
+        from serve_app.pipelines.face_extract import SPEC, FaceExtractParams
 
         models = self.models(SPEC)
-        threshold = recogniser_threshold(serve_config_model_weights(self.serve_config, "ArcFace"))
+        arcface = SPEC.models["embed"]
+        weights = served_weights(arcface, serve_config_models(self.serve_config).get(arcface))
 
         async def run(payload):
             params = FaceExtractParams(min_face_size=payload["min_face_size"])
@@ -156,75 +157,58 @@ class InProcess:
             loaders = [
                 _loader(lambda text=e["image_base64"]: decode_image(decode_base64(text))) for e in payload["images"]
             ]
-            result = await extract_faces(loaders, params, **models, default_threshold=threshold)
-            return await asyncio.to_thread(build_response, result, "bench", 0.0)
+            return await handle(loaders, params.with_threshold(lambda: calibrated_threshold(weights)), models, "bench")
 
         return run
 
-    def _mask(self, params, pipeline, outputs: str):
-        from serve_app.imaging import decode_image, encode_outputs
+    def _image_handler(self, handle, params, outputs: str, **context):
+        """An image endpoint's handler (serve_app/apps/<endpoint>.py handle) on the
+        payload's bytes, decoded in a thread as the ingress does."""
+        from serve_app.imaging import decode_image
 
         wanted = frozenset(outputs.split(","))
 
         async def run(payload):
-            _, data = payload
-            rgb = await asyncio.to_thread(decode_image, data)
-            result = await pipeline(rgb, params)
-            return await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
+            rgb = await asyncio.to_thread(decode_image, payload[1])
+            return await handle(rgb, params, wanted, rid="bench", **context)
 
         return run
 
     def _face_mask(self):
-        from serve_app.pipelines.face_mask import SPEC, FaceMaskParams, face_mask
+        from serve_app.apps.face_mask import handle
+        from serve_app.pipelines.face_mask import SPEC, FaceMaskParams
 
-        models = self.models(SPEC)
         form = ENDPOINTS["face-mask"].form
-        return self._mask(FaceMaskParams(), lambda rgb, p: face_mask(rgb, p, **models), form["outputs"])
+        return self._image_handler(handle, FaceMaskParams(), form["outputs"], models=self.models(SPEC))
 
     def _face_mask_sam2(self):
+        from serve_app.apps.face_mask_sam2 import handle
         from serve_app.clients.sam2 import Sam2Client
         from serve_app.config.settings import Sam2Config
-        from serve_app.pipelines.face_mask_sam2 import SPEC, FaceMaskSam2Params, face_mask_sam2
+        from serve_app.pipelines.face_mask_sam2 import SPEC, FaceMaskSam2Params
 
-        models = self.models(SPEC)
         sam2 = Sam2Client(Sam2Config(url=""))  # as served here: no SAM2 service, polygon masks
         form = ENDPOINTS["face-mask-sam2"].form
-        return self._mask(
-            FaceMaskSam2Params(), lambda rgb, p: face_mask_sam2(rgb, p, sam2=sam2, **models), form["outputs"]
-        )
+        return self._image_handler(handle, FaceMaskSam2Params(), form["outputs"], models=self.models(SPEC), sam2=sam2)
 
     def _mask_augment(self):
-        from serve_app.apps.mask_augment import build_response
-        from serve_app.imaging import decode_image
-        from serve_app.pipelines.mask_augment import SPEC, MaskAugmentParams, mask_augment
+        from serve_app.apps.mask_augment import handle
+        from serve_app.pipelines.mask_augment import SPEC, MaskAugmentParams
 
-        models = self.models(SPEC)
         form = ENDPOINTS["mask-augment"].form
-        wanted, params = frozenset(form["outputs"].split(",")), MaskAugmentParams(seed=int(form["seed"]))
-
-        async def run(payload):
-            rgb = await asyncio.to_thread(decode_image, payload[1])
-            result = await mask_augment(rgb, params, params.seed, **models)
-            return await asyncio.to_thread(build_response, result, wanted, "bench")
-
-        return run
+        params = MaskAugmentParams(seed=int(form["seed"]))
+        return self._image_handler(handle, params, form["outputs"], models=self.models(SPEC))
 
     def _anonymize(self):
-        from serve_app.apps.anonymize import build_response
+        from serve_app.apps.anonymize import handle
         from serve_app.config.model_tier import morphable_model
-        from serve_app.imaging import decode_image
-        from serve_app.pipelines.anonymize import SPEC, AnonymizeParams, anonymize
+        from serve_app.pipelines.anonymize import SPEC, AnonymizeParams
 
-        models = self.models(SPEC)
         bfm, description = morphable_model(anonymize_asset(self.serve_config))
-        wanted, params = frozenset(ENDPOINTS["anonymize"].form["outputs"].split(",")), AnonymizeParams()
-
-        async def run(payload):
-            rgb = await asyncio.to_thread(decode_image, payload[1])
-            result = await anonymize(rgb, params, bfm, frontal="renders" in wanted, **models)
-            return await asyncio.to_thread(build_response, result, wanted, "bench", bfm, description)
-
-        return run
+        outputs = ENDPOINTS["anonymize"].form["outputs"]
+        return self._image_handler(
+            handle, AnonymizeParams(), outputs, models=self.models(SPEC), bfm=bfm, description=description
+        )
 
 
 def _loader(decode):
@@ -248,13 +232,6 @@ def max_batch_size(serve_config: Path, model: str) -> int:
         if deployment["name"] == model:
             return int((deployment.get("user_config") or {}).get("max_batch_size", 8))
     return 8
-
-
-def serve_config_model_weights(serve_config: Path, model: str) -> str:
-    """The weights a model of the serve config really serves (a stand-in where allowed)."""
-    from serve_app.config.model_tier import model_config, serve_config_models
-
-    return model_config(model, serve_config_models(serve_config).get(model))[2]
 
 
 def anonymize_asset(serve_config: Path) -> str:

@@ -23,6 +23,12 @@ def clip_box(box, width: int, height: int) -> tuple[int, int, int, int]:
     return x1, y1, max(x1, x2), max(y1, y2)
 
 
+def shorter_side(box) -> float:
+    """A box's shorter side: the size rule every face filter uses (min_face_size, the
+    quality floor, the anonymiser's smallest face)."""
+    return float(min(box[2] - box[0], box[3] - box[1]))
+
+
 def box_is_empty(box) -> bool:
     x1, y1, x2, y2 = box
     return x2 <= x1 or y2 <= y1

@@ -65,7 +65,7 @@ class FaceLandmarks:
             raise ValueError(f"{self.scheme} needs {want} points, got {len(self.points)}")
 
     @staticmethod
-    def from_box(box, score: float) -> FaceLandmarks:
+    def box_only(box, score: float) -> FaceLandmarks:
         return FaceLandmarks(
             box=np.asarray(box, np.float32), score=float(score), points=np.zeros((0, 2), np.float32), scheme=BOX_ONLY
         )

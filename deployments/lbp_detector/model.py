@@ -64,4 +64,4 @@ class LBPDetector:
         boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
         scores = np.asarray(weights, np.float32).reshape(-1)
         order = np.argsort(-scores, kind="stable")
-        return [FaceLandmarks.from_box(boxes[i], scores[i]) for i in order]
+        return [FaceLandmarks.box_only(boxes[i], scores[i]) for i in order]

@@ -13,6 +13,7 @@ import asyncio
 import io
 import zipfile
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, Field
 from ray import serve
@@ -73,6 +74,16 @@ def build_response(
     )
 
 
+async def handle(
+    rgb: np.ndarray, params: AnonymizeParams, wanted: frozenset[str], models: dict, bfm, description: str, rid: str
+) -> AnonymizeResponse:
+    """POST /v1/anonymize's work without HTTP (the ingress, the tests and the benchmark
+    call it): a decoded image in, the response out; `bfm` the morphable model."""
+    result = await anonymize(rgb, params, bfm, frontal="renders" in wanted, **models)
+    endpoint_metrics.faces(len(result.faces))
+    return await asyncio.to_thread(build_response, result, wanted, rid, bfm, description)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=16)
 @serve.ingress(app)
 class AnonymizeIngress:
@@ -84,11 +95,9 @@ class AnonymizeIngress:
     async def anonymize(self, request: Request, form: AnonymizeForm, image: ingress.ImageUpload) -> AnonymizeResponse:
         wanted = ingress.parse_outputs(form.outputs, OUTPUTS)
         params = from_form(AnonymizeParams, form)
-        rgb = await ingress.decoded_upload(request, image)
-        work = anonymize(rgb, params, self.bfm, frontal="renders" in wanted, **models)
-        result = await ingress.within_request_timeout(work, "the anonymisation")
-        endpoint_metrics.faces(len(result.faces))
-        return await asyncio.to_thread(build_response, result, wanted, request_id(request), self.bfm, self.description)
+        rgb = await ingress.decoded_upload(image)
+        work = handle(rgb, params, wanted, models, self.bfm, self.description, request_id(request))
+        return await ingress.within_request_timeout(work, "the anonymisation")
 
 
 class AnonymizeArgs(BaseModel):

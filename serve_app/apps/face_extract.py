@@ -28,7 +28,7 @@ from ray import serve
 from serve_app import display, errors
 from serve_app.apps.demo import add_demo_routes
 from serve_app.apps.ingress import ModelCalls, add_health_routes, guarded
-from serve_app.config.model_tier import recogniser_threshold
+from serve_app.config.model_tier import NoCalibratedThreshold, calibrated_threshold
 from serve_app.config.settings import settings
 from serve_app.imaging import OverBudget, PixelBudget, base64_length, data_uri, decode_base64, decode_image
 from serve_app.pipelines.face_extract import SPEC, Extraction, FaceExtractParams, extract_faces
@@ -141,6 +141,20 @@ def build_response(result: Extraction, rid: str, start: float) -> ExtractFacesRe
     )
 
 
+async def handle(
+    loaders: list,
+    params: FaceExtractParams,
+    models: dict,
+    rid: str,
+    max_concurrent_images: int = 8,
+) -> ExtractFacesResponse:
+    """/extract-faces' work without HTTP (the ingress, the tests and the benchmark call
+    it): image loaders in, the response out. `params` resolved (`with_threshold`)."""
+    start = time.perf_counter()
+    result = await extract_faces(loaders, params, **models, max_concurrent_images=max_concurrent_images)
+    return await asyncio.to_thread(build_response, result, rid, start)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
 class FaceExtractIngress:
@@ -155,12 +169,10 @@ class FaceExtractIngress:
         if self._threshold is None or now - self._threshold[0] > THRESHOLD_TTL_S:
             handle = await calls.handle(SPEC.models["embed"])
             weights = (await handle.describe.remote())["weights"]
-            threshold = await asyncio.to_thread(recogniser_threshold, weights)
-            if threshold is None:
-                raise errors.invalid_parameter(
-                    "similarity_threshold",
-                    f"the recogniser's weights {weights} have no calibrated threshold in the asset manifest; give one",
-                )
+            try:
+                threshold = await asyncio.to_thread(calibrated_threshold, weights)
+            except NoCalibratedThreshold as exc:
+                raise errors.invalid_parameter("similarity_threshold", f"{exc}; give one") from None
             self._threshold = (now, threshold)
         return self._threshold[1]
 
@@ -170,7 +182,6 @@ class FaceExtractIngress:
         responses={400: {}, 408: {}, 413: {}, 415: {}, 422: {}, 500: {}, 503: {}},
     )
     async def extract_faces(self, request: Request, body: ExtractFacesRequest) -> ExtractFacesResponse:
-        start = time.perf_counter()
         check_images(body.images)
         params = FaceExtractParams(**body.model_dump(include=set(FaceExtractParams.model_fields)))
         needs_fetch = any(entry.image_url is not None for entry in body.images)
@@ -179,7 +190,7 @@ class FaceExtractIngress:
         # from its header, before decoding); over it the whole request is refused.
         budget = PixelBudget(settings().max_request_pixels)
 
-        async def run() -> Extraction:
+        async def run() -> ExtractFacesResponse:
             async with UrlFetcher() if needs_fetch else contextlib.nullcontext() as fetcher:
                 loaders = [
                     base64_loader(e.image_base64, budget)
@@ -187,26 +198,20 @@ class FaceExtractIngress:
                     else url_loader(e.image_url, fetcher, budget)
                     for e in body.images
                 ]
-                default = await self.recogniser_threshold() if params.similarity_threshold is None else None
-                return await extract_faces(
-                    loaders,
-                    params,
-                    **models,
-                    max_concurrent_images=self.max_concurrent_images,
-                    default_threshold=default,
-                )
+                # The served recogniser's calibrated value, asked for only when the client gave none.
+                served = await self.recogniser_threshold() if params.similarity_threshold is None else None
+                resolved = params.with_threshold(lambda: served)
+                return await handle(loaders, resolved, models, request_id(request), self.max_concurrent_images)
 
         # The deadline covers fetching, decoding and every model call; over it the work
-        # is cancelled (fetches closed, queued model calls withdrawn) and the client gets 408.
+        # is cancelled (fetches closed, queued model calls withdrawn) and the client gets
+        # 504 upstream_timeout, as every other endpoint does.
         try:
-            result = await guarded(
-                run(),
-                timeout_s,
-                errors.ApiError(408, "request_timeout", f"the request took longer than {timeout_s:g} s"),
+            response = await guarded(
+                run(), timeout_s, errors.upstream_timeout(f"the request took longer than {timeout_s:g} s")
             )
         except OverBudget as over:  # the other images' work was cancelled with it
             raise over.error from None
-        response = await asyncio.to_thread(build_response, result, request_id(request), start)
         endpoint_metrics.faces(response.unique_faces)
         return response
 

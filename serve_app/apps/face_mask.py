@@ -8,6 +8,7 @@ with every other endpoint that uses them; see serve_app/apps/models.py).
 # No `from __future__ import annotations` here: FastAPI and Serve read the real
 # annotations (the form model, the builder's args).
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel
 from ray import serve
@@ -26,21 +27,26 @@ models = calls.calls()  # the pipeline's model arguments: handles looked up on f
 ingress.add_health_routes(app, lambda: calls)
 
 
+async def handle(
+    rgb: np.ndarray, params: FaceMaskParams, wanted: frozenset[str], models: dict, rid: str
+) -> FaceMaskResponse:
+    """POST /v1/face-mask's work without HTTP (the ingress, the tests and the benchmark
+    call it): a decoded image in, the response out."""
+    result, encoded = await ingress.masked(rgb, face_mask(rgb, params, **models), wanted)
+    endpoint_metrics.faces(len(result.boxes))
+    return FaceMaskResponse(
+        request_id=rid, width=result.width, height=result.height, boxes=display.boxes(result.boxes), **encoded
+    )
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
 class FaceMaskIngress:
     @app.post("/", response_model=FaceMaskResponse, responses=ingress.MASK_ERRORS)
     async def face_mask(self, request: Request, form: MaskForm, image: ingress.ImageUpload) -> FaceMaskResponse:
-        result, encoded = await ingress.mask_request(
-            request, image, form, FaceMaskParams, lambda rgb, params: face_mask(rgb, params, **models)
-        )
-        endpoint_metrics.faces(len(result.boxes))
-        return FaceMaskResponse(
-            request_id=request_id(request),
-            width=result.width,
-            height=result.height,
-            boxes=display.boxes(result.boxes),
-            **encoded,
+        rid = request_id(request)
+        return await ingress.mask_request(
+            image, form, FaceMaskParams, lambda rgb, params, wanted: handle(rgb, params, wanted, models, rid)
         )
 
 

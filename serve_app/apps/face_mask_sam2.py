@@ -12,6 +12,7 @@ response says so; SAM2 trouble never fails the request.
 
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, Field
 from ray import serve
@@ -32,6 +33,19 @@ sam2_state = {"SAM2": "not started"}
 ingress.add_health_routes(app, lambda: calls, lambda: sam2_state)
 
 
+async def handle(
+    rgb: np.ndarray, params: FaceMaskSam2Params, wanted: frozenset[str], models: dict, sam2: Sam2Client, rid: str
+) -> FaceMaskSam2Response:
+    """POST /v1/face-mask-sam2's work without HTTP (the ingress, the tests and the
+    benchmark call it): a decoded image in, the response out."""
+    result, encoded = await ingress.masked(rgb, face_mask_sam2(rgb, params, sam2=sam2, **models), wanted)
+    endpoint_metrics.faces(len(result.faces))
+    faces = [FaceMaskSource.of(f) for f in result.faces]
+    return FaceMaskSam2Response(
+        request_id=rid, width=result.width, height=result.height, boxes=[f.box for f in faces], faces=faces, **encoded
+    )
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
 class FaceMaskSam2Ingress:
@@ -46,22 +60,12 @@ class FaceMaskSam2Ingress:
         self, request: Request, form: MaskForm, image: ingress.ImageUpload
     ) -> FaceMaskSam2Response:
         # SAM2 is bounded by its own timeout inside; the request deadline covers the mesh.
-        result, encoded = await ingress.mask_request(
-            request,
+        rid = request_id(request)
+        return await ingress.mask_request(
             image,
             form,
             FaceMaskSam2Params,
-            lambda rgb, params: face_mask_sam2(rgb, params, sam2=self.sam2, **models),
-        )
-        endpoint_metrics.faces(len(result.faces))
-        faces = [FaceMaskSource.of(f) for f in result.faces]
-        return FaceMaskSam2Response(
-            request_id=request_id(request),
-            width=result.width,
-            height=result.height,
-            boxes=[f.box for f in faces],
-            faces=faces,
-            **encoded,
+            lambda rgb, params, wanted: handle(rgb, params, wanted, models, self.sam2, rid),
         )
 
 

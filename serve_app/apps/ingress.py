@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 from ray import exceptions as ray_exceptions
@@ -185,7 +185,7 @@ async def guarded(work: Awaitable[T], timeout_s: float, timeout_error: errors.Ap
         raise errors.ApiError(500, "model_error", "a model failed on this request") from None
 
 
-async def decoded_upload(request: Request, upload: UploadFile) -> np.ndarray:
+async def decoded_upload(upload: UploadFile) -> np.ndarray:
     """A multipart image upload -> uint8 RGB, under the byte and pixel limits (the body
     itself was held to the upload limit as it arrived: serve_app/web/http.py RequestGuard);
     the decode runs in a worker thread so the ingress keeps serving other requests."""
@@ -199,21 +199,26 @@ async def within_request_timeout(work: Awaitable[T], what: str) -> T:
     return await guarded(work, limit, errors.upstream_timeout(f"{what} took longer than {limit:g} s"))
 
 
+async def masked(rgb: np.ndarray, result_of: Awaitable[T], wanted: frozenset[str]) -> tuple[T, dict[str, str | None]]:
+    """The mask endpoints' shared end: the pipeline's result, then the segmentation
+    images the client asked for, encoded off the event loop. -> (result, encoded)."""
+    from serve_app.imaging import encode_outputs
+
+    result = await result_of
+    return result, await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
+
+
 async def mask_request(
-    request: Request,
     image: UploadFile,
     form: BaseModel,
     params: type[Params],
-    pipeline: Callable[[np.ndarray, Params], Awaitable[T]],
-) -> tuple[T, dict[str, str | None]]:
-    """The multipart mask endpoints' common path: decode the upload under the limits,
-    run the pipeline with the form's parameters under REQUEST_TIMEOUT (504 past it),
-    then encode the images the client asked for off the event loop.
-    -> (pipeline result, encoded images)."""
-    from serve_app.imaging import OUTPUT_FIELDS, encode_outputs
+    handle: Callable[[np.ndarray, Params, frozenset], Awaitable[T]],
+) -> T:
+    """The multipart mask endpoints' common path: the outputs asked for, the upload
+    decoded under the limits, then the endpoint's handler with the form's parameters
+    under REQUEST_TIMEOUT (504 past it)."""
+    from serve_app.imaging import OUTPUT_FIELDS
 
     wanted = parse_outputs(form.outputs, OUTPUT_FIELDS)
-    rgb = await decoded_upload(request, image)
-    result = await within_request_timeout(pipeline(rgb, from_form(params, form)), "the face mask")
-    encoded = await asyncio.to_thread(encode_outputs, rgb, result.mask, wanted)
-    return result, encoded
+    rgb = await decoded_upload(image)
+    return await within_request_timeout(handle(rgb, from_form(params, form), wanted), "the face mask")

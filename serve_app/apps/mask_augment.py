@@ -10,6 +10,7 @@ every other endpoint); painting and cropping run in the ingress, off its event l
 
 import asyncio
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel
 from ray import serve
@@ -18,7 +19,7 @@ from serve_app import display
 from serve_app.apps import ingress
 from serve_app.config.spec import from_form
 from serve_app.imaging import b64, data_uri, encode_jpeg, encode_png
-from serve_app.pipelines.mask_augment import SPEC, MaskAugmentParams, MaskAugmentResult, mask_augment, seed_from
+from serve_app.pipelines.mask_augment import SPEC, MaskAugmentParams, MaskAugmentResult, mask_augment, seeded
 from serve_app.web.http import create_app, request_id
 from serve_app.web.schemas import AugmentedImage, FaceAugmentationOut, MaskAugmentFace, MaskAugmentResponse
 
@@ -73,6 +74,17 @@ def build_response(result: MaskAugmentResult, wanted: frozenset[str], rid: str) 
     )
 
 
+async def handle(
+    rgb: np.ndarray, params: MaskAugmentParams, wanted: frozenset[str], models: dict, rid: str
+) -> MaskAugmentResponse:
+    """POST /v1/mask-augment's work without HTTP (the ingress, the tests and the
+    benchmark call it): a decoded image in, the response out; the seed from the request
+    id unless the client gave one."""
+    result = await mask_augment(rgb, seeded(params, rid), **models)
+    endpoint_metrics.faces(len(result.faces))
+    return await asyncio.to_thread(build_response, result, wanted, rid)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
 @serve.ingress(app)
 class MaskAugmentIngress:
@@ -82,14 +94,10 @@ class MaskAugmentIngress:
     ) -> MaskAugmentResponse:
         wanted = ingress.parse_outputs(form.outputs, OUTPUTS)
         params = from_form(MaskAugmentParams, form)
-        rid = request_id(request)
-        seed = params.seed if params.seed is not None else seed_from(rid)
-        rgb = await ingress.decoded_upload(request, image)
-        result = await ingress.within_request_timeout(
-            mask_augment(rgb, params, seed, **models), "the mask augmentation"
+        rgb = await ingress.decoded_upload(image)
+        return await ingress.within_request_timeout(
+            handle(rgb, params, wanted, models, request_id(request)), "the mask augmentation"
         )
-        endpoint_metrics.faces(len(result.faces))
-        return await asyncio.to_thread(build_response, result, wanted, rid)
 
 
 class MaskAugmentArgs(BaseModel):

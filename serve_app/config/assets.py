@@ -296,11 +296,8 @@ def fetch(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m serve_app.config.assets",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    raw = argparse.RawDescriptionHelpFormatter  # the module docstring's layout kept in --help
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__, formatter_class=raw)
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="fill the cache, verifying sha256")
     f.add_argument("names", nargs="*", help="asset names (default: every asset of --set)")

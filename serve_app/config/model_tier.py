@@ -102,6 +102,15 @@ def model_config(name: str, args: ModelArgs | None = None) -> tuple[type, Any, s
     return cls, cfg_cls(**kwargs), weights
 
 
+def served_weights(name: str, args: ModelArgs | None = None) -> str:
+    """The weights a model's block serves (its asset, or that asset's stand-in where
+    allowed), by manifest name, without building the model: what its describe() will say."""
+    from serve_app.config.assets import resolve_for_serving
+
+    entry, args = MODELS[name], args or ModelArgs()
+    return resolve_for_serving(args.asset or entry.asset)[0] if entry.asset_field else built_in_weights(name)
+
+
 def recogniser_threshold(weights: str) -> float | None:
     """The calibrated similarity threshold of a recogniser's weights, by the name a
     model's describe() reports (the manifest asset actually served, stand-ins included);
@@ -111,6 +120,21 @@ def recogniser_threshold(weights: str) -> float | None:
 
     asset = load_manifest().get(weights)
     return asset.similarity_threshold if asset is not None else None
+
+
+class NoCalibratedThreshold(ValueError):
+    """A recogniser's weights with no calibrated similarity threshold in the manifest:
+    the caller must give one (422 over HTTP, an argument error in a batch job)."""
+
+
+def calibrated_threshold(weights: str) -> float:
+    """recogniser_threshold, or NoCalibratedThreshold naming the weights."""
+    threshold = recogniser_threshold(weights)
+    if threshold is None:
+        raise NoCalibratedThreshold(
+            f"the recogniser's weights {weights} have no calibrated similarity threshold in assets/manifest.yaml"
+        )
+    return threshold
 
 
 def morphable_model(asset: str = MORPHABLE_MODEL):

@@ -21,11 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from serve_app import display
-from serve_app.config import spec
-from serve_app.faces.dedup import deduplicate
 from serve_app.imaging import decode_image
 from serve_app.jobs.runner import BatchJob, Models, model_blocks, output_path, write_atomic
-from serve_app.pipelines.face_extract import SPEC, faces_in_image, meets_quality_floor
+from serve_app.pipelines.face_extract import (
+    SPEC,
+    FaceExtractParams,
+    cluster_faces,
+    faces_in_image,
+    meets_quality_floor,
+)
 
 HELP = "faces, embeddings and headshots, de-duplicated across the dataset (RetinaFace -> ArcFace)"
 
@@ -38,6 +42,7 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
     faces = await faces_in_image(image, 0, opts["params"], **models)
     output, rel = Path(opts["output"]), str(path.relative_to(opts["input"]))
     outputs = await asyncio.to_thread(write_headshots, faces, output, rel)
+    params = opts["params"]
     rows = [
         {
             "face_id": face.face_id,
@@ -47,6 +52,8 @@ async def process(path: Path, models: Models, opts: dict) -> dict:
             "landmarks": display.points(face.landmarks),
             "embedding": face.embedding.tolist(),
             "headshot": outputs[f"face{face.face_index}"],
+            # Decided here, on the detector's raw floats: the row keeps rounded ones.
+            "low_quality": not meets_quality_floor(face.bbox, face.score, params),
         }
         for face in faces
     ]
@@ -62,52 +69,57 @@ def write_headshots(faces, output: Path, rel: str) -> dict[str, str]:
     return outputs
 
 
-def similarity_threshold(args: argparse.Namespace) -> tuple[float, str]:
-    """(threshold, where it came from): --similarity-threshold, else the calibrated value
-    of the recogniser weights this job's models use (assets/manifest.yaml)."""
-    from serve_app.config.model_tier import model_config, recogniser_threshold
+def recogniser_weights(args: argparse.Namespace) -> str:
+    """The weights the job's ArcFace serves (its serve-config block, --asset applied)."""
+    from serve_app.config.model_tier import served_weights
 
-    given = spec.from_arguments(SPEC.params, args).similarity_threshold
-    if given is not None:
-        return given, "--similarity-threshold"
     name = SPEC.models["embed"]
-    weights = model_config(name, model_blocks(args).get(name))[2]
-    threshold = recogniser_threshold(weights)
-    if threshold is None:
-        raise SystemExit(
-            f"error: the recogniser's weights {weights} have no calibrated similarity threshold in "
-            "assets/manifest.yaml; give --similarity-threshold"
-        )
-    return threshold, f"calibrated for {weights}"
+    return served_weights(name, model_blocks(args).get(name))
 
 
-def check_options(args: argparse.Namespace) -> dict:
+def resolve(params: FaceExtractParams, args: argparse.Namespace) -> FaceExtractParams:
+    """--similarity-threshold, else the calibrated value of the recogniser weights this
+    job's models use: resolved before any work (no threshold to use stops the job now,
+    not after every image)."""
     from serve_app.config.assets import AssetCorrupt, AssetMissing
+    from serve_app.config.model_tier import NoCalibratedThreshold, calibrated_threshold
 
     try:
-        similarity_threshold(args)  # no threshold to use: stop before any work, not after it
+        return params.with_threshold(lambda: calibrated_threshold(recogniser_weights(args)))
+    except NoCalibratedThreshold as exc:
+        raise SystemExit(f"error: {exc}; give --similarity-threshold") from None
     except (AssetMissing, AssetCorrupt):
-        pass  # the weights themselves are unusable: building the models reports that
-    return {}
+        return params  # the weights themselves are unusable: building the models reports that
 
 
-def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
-    """De-duplicate every face of the dataset (input order, then face order) and write
-    faces.parquet. Re-run in full on every run, so resumed runs cluster everything."""
+def options(args: argparse.Namespace) -> dict:
+    """Where the threshold came from, for faces.parquet's metadata."""
+    from serve_app.config.assets import AssetCorrupt, AssetMissing
+
+    if args.similarity_threshold is not None:
+        return {"threshold_source": "--similarity-threshold"}
+    try:
+        return {"threshold_source": f"calibrated for {recogniser_weights(args)}"}
+    except (AssetMissing, AssetCorrupt):
+        return {"threshold_source": "calibrated"}  # unusable weights: building the models reports that
+
+
+def finalize(rows: list[dict], output: Path, opts: dict) -> None:
+    """De-duplicate every face of the dataset (input order, then face order) with the
+    pipeline's own clustering step, and write faces.parquet. Re-run in full on every run,
+    so resumed runs cluster everything."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    params = spec.from_arguments(SPEC.params, args)
-    threshold, source = similarity_threshold(args)
+    params = opts["params"]
+    threshold, source = params.similarity_threshold, opts["threshold_source"]
     indexed = [(i, row) for i, row in enumerate(rows) if not row.get("error")]
     faces = [(row["path"], face) for _, row in indexed for face in row.get("faces", [])]
     # Cannot-link by input: faces of one photo are never one person.
     groups = np.array([i for i, row in indexed for _ in row.get("faces", [])], int)
-    low_quality = np.array([not meets_quality_floor(f["bbox"], f["score"], params) for _, f in faces], bool)
+    low_quality = np.array([face_low_quality(f, params) for _, f in faces], bool)
     if faces:
-        dedup = deduplicate(
-            np.array([f["embedding"] for _, f in faces], np.float32), threshold, groups=groups, eligible=~low_quality
-        )
+        dedup = cluster_faces(np.array([f["embedding"] for _, f in faces], np.float32), groups, low_quality, params)
         kept = dedup.kept
         cluster_of_leader = {int(k): c for c, k in enumerate(kept)}
         clusters = [cluster_of_leader[int(lead)] for lead in dedup.leader]
@@ -174,4 +186,12 @@ def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
     )
 
 
-JOB = BatchJob(SPEC, HELP, process, options=check_options, finalize=finalize)
+def face_low_quality(face: dict, params: FaceExtractParams) -> bool:
+    """The row's flag, decided on raw floats when it was written; rows of an earlier
+    version that have none are judged on their stored (rounded) values."""
+    if "low_quality" in face:
+        return bool(face["low_quality"])
+    return not meets_quality_floor(face["bbox"], face["score"], params)
+
+
+JOB = BatchJob(SPEC, HELP, process, options=options, resolve=resolve, finalize=finalize)

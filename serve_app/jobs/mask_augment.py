@@ -19,7 +19,7 @@ from pathlib import Path
 
 from serve_app.imaging import decode_image, encode_jpeg, encode_png
 from serve_app.jobs.runner import BatchJob, Models, write_atomic
-from serve_app.pipelines.mask_augment import SPEC, MaskAugmentResult, mask_augment, seed_from
+from serve_app.pipelines.mask_augment import SPEC, MaskAugmentResult, dataset_seeded, mask_augment
 
 LOGS_FILE = "logs.csv"
 MISSED_FILE = "missed_images.txt"
@@ -50,17 +50,14 @@ def options(args: argparse.Namespace) -> dict:
     return {"no_crop": args.no_crop}
 
 
-def image_seed(seed: int | None, rel: str) -> int:
-    return seed_from(rel if seed is None else f"{seed}:{rel}")
-
-
 async def process(path: Path, models: Models, opts: dict) -> dict:
     params = opts["params"]
     if opts["no_crop"]:
         params = params.model_copy(update={"crop_style": "none"})
     rel = str(path.relative_to(opts["input"]))
+    params = dataset_seeded(params, rel)
     image = await asyncio.to_thread(lambda: decode_image(path.read_bytes()))
-    result = await mask_augment(image, params, image_seed(params.seed, rel), **models)
+    result = await mask_augment(image, params, **models)
     logs, outputs = await asyncio.to_thread(write_files, result, params, Path(opts["output"]), rel)
     return {"seed": result.seed, "faces": len(result.faces), "logs": logs, "outputs": outputs}
 
@@ -97,7 +94,7 @@ def write_files(result: MaskAugmentResult, params, output: Path, rel: str) -> tu
     return logs, outputs
 
 
-def finalize(rows: list[dict], output: Path, args: argparse.Namespace) -> None:
+def finalize(rows: list[dict], output: Path, opts: dict) -> None:
     """logs.csv and missed_images.txt over every input, this run's and earlier runs'."""
     lines = []
     for row in rows:

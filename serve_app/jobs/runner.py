@@ -50,8 +50,10 @@ class BatchJob:
         outputs under options["output"] and list them in an "outputs" field.
     add_arguments / options(args) -> dict: the job's own options beyond the pipeline's
         parameters (which images to write, the SAM2 service); must pickle.
-    finalize(rows, output, args): optional dataset-wide step after all rows are in
-        (e.g. de-duplication across the whole dataset).
+    resolve(params, args) -> params: the values the pipeline leaves to its caller (the
+        recogniser's similarity threshold), resolved once on the driver before any work.
+    finalize(rows, output, options): optional dataset-wide step after all rows are in
+        (e.g. de-duplication across the whole dataset); `options` as process got them.
     """
 
     spec: specs.PipelineSpec
@@ -59,7 +61,8 @@ class BatchJob:
     process: Callable[[Path, Models, dict], Awaitable[dict]]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     options: Callable[[argparse.Namespace], dict] | None = None
-    finalize: Callable[[list[dict], Path, argparse.Namespace], None] | None = None
+    resolve: Callable[[specs.Params, argparse.Namespace], specs.Params] | None = None
+    finalize: Callable[[list[dict], Path, dict], None] | None = None
     aliases: tuple[str, ...] = ()
 
     @property
@@ -228,9 +231,10 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
 
     (input_dir, inputs), output = input_root(Path(args.input)), Path(args.output).resolve()
     # Options first: a bad value stops the job before any work, with one line.
+    params = specs.from_arguments(job.spec.params, args)
     options = dict(
         job.options(args) if job.options else {},
-        params=specs.from_arguments(job.spec.params, args),
+        params=job.resolve(params, args) if job.resolve else params,
         input=str(input_dir),
         output=str(output),
     )
@@ -287,7 +291,7 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     # Compact: one row per input, in input order; atomic, so a kill here loses nothing.
     write_atomic(output / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in rows).encode())
     if job.finalize is not None:
-        job.finalize(rows, output, args)
+        job.finalize(rows, output, options)
     failed = sum(1 for r in rows if r.get("error"))
     print(f"{job.name}: {len(rows) - failed} ok, {failed} errors -> {output / RESULTS_FILE}")
     return rows

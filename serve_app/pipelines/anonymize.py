@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
+from deployments.geometry import shorter_side
 from deployments.tddfa.bfm import MorphableModel
 from deployments.tddfa.crops import crops_for_boxes
 from serve_app.config.spec import Params, PipelineSpec
@@ -84,9 +85,9 @@ async def anonymize(
     frontal: bool = True,
 ) -> AnonymizeResult:
     height, width = image.shape[:2]
-    detections = [
-        f for f in await detect_faces(image, detect) if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= MIN_FACE_SIDE
-    ][: params.max_num_faces]
+    detections = [f for f in await detect_faces(image, detect) if shorter_side(f.box) >= MIN_FACE_SIDE][
+        : params.max_num_faces
+    ]
     if not detections:
         return AnonymizeResult(width, height, [], face3d.segment(image, np.ones((height, width), np.float32))[0], image)
     crops, rois = await asyncio.to_thread(crops_for_boxes, image, [f.box for f in detections])

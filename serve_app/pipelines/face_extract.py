@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import Field
 
+from deployments.geometry import shorter_side
 from deployments.retinaface.model import DET_SIZE
 from deployments.types import FaceLandmarks
 from serve_app import errors
@@ -66,6 +67,14 @@ class FaceExtractParams(Params):
         description="faces whose detector score is lower are returned but never merged with anyone (low_quality)",
     )
 
+    def with_threshold(self, calibrated: Callable[[], float]) -> FaceExtractParams:
+        """These params with `similarity_threshold` resolved, the one place it is: the
+        caller's value as given, else `calibrated()` (the served recogniser's, asked only
+        when needed). Every pipeline step below takes resolved params."""
+        if self.similarity_threshold is not None:
+            return self
+        return self.model_copy(update={"similarity_threshold": calibrated()})
+
 
 SPEC = PipelineSpec("face_extract", FaceExtractParams, {"detect": "RetinaFace", "embed": "ArcFace"})
 
@@ -100,8 +109,18 @@ class Extraction:
 
 
 def meets_quality_floor(box, score: float, params: FaceExtractParams) -> bool:
-    """Whether a face counts as identity evidence: large and certain enough to merge."""
-    return min(box[2] - box[0], box[3] - box[1]) >= params.quality_min_face_size and score >= params.quality_min_score
+    """Whether a face counts as identity evidence: large and certain enough to merge.
+    Decided on the detector's raw floats: rounding is for output only."""
+    return shorter_side(box) >= params.quality_min_face_size and score >= params.quality_min_score
+
+
+def cluster_faces(embeddings: np.ndarray, groups: np.ndarray, low_quality: np.ndarray, params) -> Dedup:
+    """The end of the pipeline, for a request (groups = image index) and for a whole
+    dataset (the batch job): faces of one group are never merged, nor faces under the
+    quality floor; the threshold is the resolved params' (`with_threshold`)."""
+    if params.similarity_threshold is None:
+        raise ValueError("unresolved params: call FaceExtractParams.with_threshold first")
+    return deduplicate(embeddings, params.similarity_threshold, groups=groups, eligible=~low_quality)
 
 
 def _align(image: np.ndarray, faces: list[FaceLandmarks]) -> list[tuple[np.ndarray, bytes]]:
@@ -115,7 +134,7 @@ def _align(image: np.ndarray, faces: list[FaceLandmarks]) -> list[tuple[np.ndarr
 async def detect_and_align(image: np.ndarray, params: FaceExtractParams, detect: Model, det_size: int = DET_SIZE):
     """-> (kept faces as (box, landmarks, score), their crops and headshots)."""
     faces = await detect_faces(image, detect, det_size)
-    kept = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= params.min_face_size]
+    kept = [f for f in faces if shorter_side(f.box) >= params.min_face_size]
     if not kept:
         return [], []
     crops = await asyncio.to_thread(_align, image, kept)
@@ -156,14 +175,11 @@ async def extract_faces(
     detect: Model,
     embed: Model,
     max_concurrent_images: int = 8,
-    default_threshold: float | None = None,
 ) -> Extraction:
-    """`max_concurrent_images` bounds the decoded full-size images held at once.
-    `default_threshold`: the recogniser's calibrated threshold, used when
-    params.similarity_threshold is unset (one of the two must be given)."""
-    threshold = params.similarity_threshold if params.similarity_threshold is not None else default_threshold
-    if threshold is None:
-        raise ValueError("no similarity threshold: give params.similarity_threshold or the recogniser's default")
+    """`params` resolved (`with_threshold`). `max_concurrent_images` bounds the decoded
+    full-size images held at once."""
+    if params.similarity_threshold is None:
+        raise ValueError("unresolved params: call FaceExtractParams.with_threshold first")
     gate = asyncio.Semaphore(max(1, max_concurrent_images))
 
     async def one(index: int, load: ImageLoader) -> list[Face] | ImageFailure:
@@ -181,6 +197,6 @@ async def extract_faces(
     faces = [f for r in results if not isinstance(r, ImageFailure) for f in r]
     failures = [r for r in results if isinstance(r, ImageFailure)]
     embeddings = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
-    eligible = np.array([meets_quality_floor(f.bbox, f.score, params) for f in faces], bool)
-    dedup = deduplicate(embeddings, threshold, groups=np.array([f.image_index for f in faces], int), eligible=eligible)
-    return Extraction(faces, dedup, threshold, ~eligible, failures, len(results) - len(failures))
+    low_quality = np.array([not meets_quality_floor(f.bbox, f.score, params) for f in faces], bool)
+    dedup = cluster_faces(embeddings, np.array([f.image_index for f in faces], int), low_quality, params)
+    return Extraction(faces, dedup, params.similarity_threshold, low_quality, failures, len(results) - len(failures))

@@ -117,9 +117,23 @@ def seed_from(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-async def mask_augment(
-    image: np.ndarray, params: MaskAugmentParams, seed: int, detect: Model, mesh: Model
-) -> MaskAugmentResult:
+def seeded(params: MaskAugmentParams, source: str) -> MaskAugmentParams:
+    """These params with `seed` resolved, the one place it is: the client's seed as
+    given, else one derived from `source` (a request id: a fresh seed per request)."""
+    return params if params.seed is not None else params.model_copy(update={"seed": seed_from(source)})
+
+
+def dataset_seeded(params: MaskAugmentParams, rel: str) -> MaskAugmentParams:
+    """A batch job's params for one image: its seed derived from the job's --seed (if
+    any) and the image's path, so a re-run, or the image run alone, gives the same bytes."""
+    return params.model_copy(update={"seed": seed_from(rel if params.seed is None else f"{params.seed}:{rel}")})
+
+
+async def mask_augment(image: np.ndarray, params: MaskAugmentParams, detect: Model, mesh: Model) -> MaskAugmentResult:
+    """`params` resolved (`seeded` or `dataset_seeded`): the seed is a value in them."""
+    if params.seed is None:
+        raise ValueError("unresolved params: call seeded() or dataset_seeded() first")
+    seed = params.seed
     faces = await locate_faces(image, detect, mesh, params.max_num_faces)
     height, width = image.shape[:2]
     if not faces:

@@ -322,7 +322,7 @@ def slow_url(serve_url, model_tier):
     serve.delete("face_extract_timeout")
 
 
-def test_over_the_deadline_is_408_and_the_work_stops(client, slow_url, images, photos_dir):
+def test_over_the_deadline_is_504_and_the_work_stops(client, slow_url, images, photos_dir):
     images.drip_hung_up.clear()
     start = time.monotonic()
     resp = extract(
@@ -333,7 +333,7 @@ def test_over_the_deadline_is_408_and_the_work_stops(client, slow_url, images, p
             {"image_base64": b64(photos_dir, "lfw_Rob_Lowe_0001.jpg")},
         ],
     )
-    assert_error(resp, 408, "request_timeout")
+    assert_error(resp, 504, "upstream_timeout")
     assert time.monotonic() - start < 12  # answered at the deadline, not when the drip ends
     # The cancelled fetch hung up on the server instead of reading on for nobody.
     assert images.drip_hung_up.wait(10)

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from serve_app.config.settings import REPO_ROOT
-from serve_app.jobs.face_extract import check_options, finalize
+from serve_app.config.spec import from_arguments
+from serve_app.jobs.face_extract import finalize, options, resolve
 from serve_app.jobs.runner import main
+from serve_app.pipelines.face_extract import SPEC
 from tests.helpers import TEST_WEIGHTS, job_argv, results_by_path
 
 pytestmark = pytest.mark.graph
@@ -101,6 +103,12 @@ def job_args(recogniser="arcface-mobilefacenet-128d", **params):
     )
 
 
+def job_opts(**kwargs):
+    """The options finalize gets, as the runner resolves them from the job's arguments."""
+    args = job_args(**kwargs)
+    return {"params": resolve(from_arguments(SPEC.params, args), args), **options(args)}
+
+
 def face(photo, index, angle, size=100.0, score=0.9):
     r = np.radians(angle)
     return {
@@ -126,7 +134,7 @@ def test_finalize_never_merges_one_photo_and_keeps_low_quality_faces_apart(tmp_p
             "faces": [face("a", 0, 9), face("a", 1, 1), face("a", 2, 80, size=24), face("a", 3, 80, score=0.55)],
         },
     ]
-    finalize(rows, tmp_path, job_args())
+    finalize(rows, tmp_path, job_opts())
     table = pq.read_table(tmp_path / "faces.parquet").to_pylist()
     faces = {r["face_id"]: r for r in table if r["error"] is None}
     assert len({faces[k]["cluster_id"] for k in ("g0", "g1", "g2")}) == 3  # one photo: three people
@@ -152,13 +160,13 @@ def test_the_threshold_option_overrides_and_weights_without_one_stop_the_job(tmp
         {"path": "a.jpg", "error": None, "faces": [face("a", 0, 0)]},
         {"path": "b.jpg", "error": None, "faces": [face("b", 0, 30)]},
     ]  # cos 0.87
-    finalize(rows, tmp_path, job_args(similarity_threshold=0.9))
+    finalize(rows, tmp_path, job_opts(similarity_threshold=0.9))
     table = pq.read_table(tmp_path / "faces.parquet")
     assert table.column("is_representative").to_pylist() == [True, True]
     assert table.schema.metadata[b"similarity_threshold_source"] == b"--similarity-threshold"
-    finalize(rows, tmp_path, job_args())
+    finalize(rows, tmp_path, job_opts())
     assert pq.read_table(tmp_path / "faces.parquet").column("cluster_id").to_pylist() == [0, 0]
     # Weights the manifest holds no threshold for: the job stops before any work.
     with pytest.raises(SystemExit, match="no calibrated similarity threshold"):
-        check_options(job_args(recogniser="retinaface-det-500m"))
-    assert check_options(job_args(recogniser="retinaface-det-500m", similarity_threshold=0.6)) == {}
+        job_opts(recogniser="retinaface-det-500m")
+    assert job_opts(recogniser="retinaface-det-500m", similarity_threshold=0.6)["params"].similarity_threshold == 0.6

@@ -14,9 +14,8 @@ from PIL import Image
 
 from serve_app.faces.mask_painting import MASK_TYPES, draw_augmentation, load_templates
 from serve_app.imaging import decode_image
-from serve_app.jobs.mask_augment import image_seed
 from serve_app.jobs.runner import main
-from serve_app.pipelines.mask_augment import seed_from
+from serve_app.pipelines.mask_augment import MaskAugmentParams, dataset_seeded, seed_from
 from tests.helpers import job_argv, results_by_path
 from tests.images import gradient_rgb
 
@@ -129,7 +128,7 @@ def test_command_line_combinations_on_a_single_file(ray_cluster, solo, tmp_path,
         assert {line["mask_type"] for line in logs} <= {"surgical", "cloth"} and len(logs) == 4
     # The image's seed: from --seed and its path, else from its path alone.
     seed = 7 if combination == "seed" else None
-    assert row["seed"] == image_seed(seed, "face.jpg")
+    assert row["seed"] == dataset_seeded(MaskAugmentParams(seed=seed), "face.jpg").seed
     assert row["seed"] == (seed_from("7:face.jpg") if seed else seed_from("face.jpg"))
     if combination in ("default", "seed"):
         # The first face's mask is the first draw of the generator (seed, 0).

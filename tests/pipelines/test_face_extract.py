@@ -53,11 +53,10 @@ def run(loaders, models, max_concurrent_images=8, **params):
     return asyncio.run(
         extract_faces(
             loaders,
-            FaceExtractParams(**params),
+            FaceExtractParams(**params).with_threshold(lambda: recogniser_threshold(RECOGNISER)),
             detect=detect,
             embed=embed,
             max_concurrent_images=max_concurrent_images,
-            default_threshold=recogniser_threshold(RECOGNISER),
         )
     )
 
@@ -147,10 +146,9 @@ def test_a_deadline_cancels_the_work_in_flight(models, photos_dir):
         detect, embed = models
         work = extract_faces(
             [stuck, loader_of(photos_dir, "lfw_Rob_Lowe_0001.jpg")],
-            FaceExtractParams(),
+            FaceExtractParams().with_threshold(lambda: 0.5),
             detect=detect,
             embed=embed,
-            default_threshold=0.5,
         )
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(work, 1.0)

@@ -42,7 +42,7 @@ def models(asset):
 
 def run(image, models, seed=1234, **params):
     detect, mesh = models
-    return asyncio.run(mask_augment(image, MaskAugmentParams(**params), seed, detect=detect, mesh=mesh))
+    return asyncio.run(mask_augment(image, MaskAugmentParams(**params, seed=seed), detect=detect, mesh=mesh))
 
 
 def same_bytes(a, b) -> bool:

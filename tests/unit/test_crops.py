@@ -61,7 +61,7 @@ def test_original_crop_is_the_grown_box_made_square(margin):
     image = np.zeros((400, 600, 3), np.uint8)
     box = np.array([200, 100, 280, 220], np.float32)  # 80 x 120: taller than wide
     image[100:220, 200:280] = 255
-    face = FaceLandmarks.from_box(box, 0.9)
+    face = FaceLandmarks.box_only(box, 0.9)
     crop = original_crop(image, face, margin=margin, size=112)
     assert crop.shape == (112, 112, 3)
     # The square's side is the grown box's height, so the box's height fills
@@ -75,7 +75,7 @@ def test_original_crop_is_the_grown_box_made_square(margin):
 
 def test_original_crop_pads_with_black_beyond_the_image_and_shrinks_large_faces():
     image = np.full((300, 300, 3), 200, np.uint8)
-    face = FaceLandmarks.from_box([0, 0, 300, 300], 0.9)  # at the border, larger than the crop
+    face = FaceLandmarks.box_only([0, 0, 300, 300], 0.9)  # at the border, larger than the crop
     crop = original_crop(image, face, margin=0.25, size=100)
     assert crop.shape == (100, 100, 3)
     # Grown square: 450 px centred on the image: a 75 px black frame, 16.7 px in the crop.

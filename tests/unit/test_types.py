@@ -61,8 +61,8 @@ def test_faces_are_frozen_and_keyword_only():
     assert f.pose is None and f.five is None and f.meshed is True
 
 
-def test_from_box_is_a_box_only_face():
-    f = FaceLandmarks.from_box([1, 2, 30, 40], np.float64(0.75))
+def test_box_only_is_a_face_without_landmarks():
+    f = FaceLandmarks.box_only([1, 2, 30, 40], np.float64(0.75))
     assert f.scheme == BOX_ONLY and f.points.shape == (0, 2)
     assert f.box.dtype == np.float32 and f.box.tolist() == [1, 2, 30, 40]
     assert isinstance(f.score, float) and f.score == 0.75
