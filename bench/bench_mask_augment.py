@@ -59,7 +59,7 @@ def run_loop(folder: Path, rels: list[str], out: Path, args) -> int:
 
     params = MaskAugmentParams(n_augmentations=args.n_augmentations, crop_style=args.crop_style)
     # The same model classes and configs as the job (serve config + --asset), one thread each.
-    specs = job_models(JOB, argparse.Namespace(serve_config=args.serve_config, asset=args.asset))
+    specs, _ = job_models(JOB, argparse.Namespace(serve_config=args.serve_config, asset=args.asset))
     built = {key: cls(cfg, Placement(threads=args.loop_threads)) for key, (cls, cfg) in specs.items()}
     detect, mesh = (LocalBatcher(built[key]) for key in ("detect", "mesh"))
     augmented = 0

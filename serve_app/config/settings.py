@@ -47,8 +47,10 @@ class Settings:
     max_image_bytes: int
     max_image_pixels: int
     allowed_formats: tuple[str, ...]
-    # Serve a production asset's test stand-in when the production file is absent
-    # (local development without production weights). Off by default.
+    # Use a production asset's test stand-in when the production file is absent, with a
+    # warning, and name it wherever weights are named (health routes, job outputs). One
+    # rule for the server, the batch jobs and the image: on by default, so the README's
+    # commands work on a machine without production weights; 0 refuses (production).
     allow_stand_ins: bool
     # Deadline for one request's model work; over it the request fails (no work kept).
     request_timeout_s: float
@@ -81,7 +83,7 @@ class Settings:
                 for f in _str("ALLOWED_IMAGE_FORMATS", "PNG,JPEG,WEBP,BMP,TIFF,GIF,MPO").split(",")
                 if f.strip()
             ),
-            allow_stand_ins=_str("FACEGRAPH_ALLOW_STAND_INS", "0").lower() in ("1", "true", "yes"),
+            allow_stand_ins=_str("FACEGRAPH_ALLOW_STAND_INS", "1").lower() in ("1", "true", "yes"),
             request_timeout_s=_float("REQUEST_TIMEOUT", 180.0),
             max_request_bytes=_int("MAX_REQUEST_BYTES", 64 * 1024 * 1024),
             body_timeout_s=_float("BODY_TIMEOUT", 60.0),

@@ -121,14 +121,18 @@ def model_blocks(args: argparse.Namespace) -> dict:
     return blocks
 
 
-def job_models(job: BatchJob, args: argparse.Namespace) -> dict[str, tuple[type, Any]]:
-    """{pipeline key: (model class, config)} from the serve config's `models` block,
-    with any --asset MODEL=ASSET on top."""
+WEIGHTS_FILE = "weights.json"  # {model: the weights it used}: every output names its weights
+
+
+def job_models(job: BatchJob, args: argparse.Namespace) -> tuple[dict[str, tuple[type, Any]], dict[str, str]]:
+    """({pipeline key: (model class, config)}, {model: weights}) from the serve config's
+    `models` block, with any --asset MODEL=ASSET on top; the weights are a stand-in's own
+    name where one is used, and are printed."""
     from serve_app.config.assets import AssetCorrupt, AssetMissing
     from serve_app.config.model_tier import model_config
 
     blocks = model_blocks(args)
-    models = {}
+    models, used = {}, {}
     for key, name in job.spec.models.items():
         try:
             cls, cfg, weights = model_config(name, blocks.get(name))
@@ -138,7 +142,8 @@ def job_models(job: BatchJob, args: argparse.Namespace) -> dict[str, tuple[type,
             raise ConfigError(f"{name}: its config in {args.serve_config}: {exc}") from None
         print(f"  {name}: {weights}")
         models[key] = (cls, cfg)
-    return models
+        used[name] = weights
+    return models, used
 
 
 def output_path(output: Path, rel: str, suffix: str) -> Path:
@@ -247,7 +252,9 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     print(f"{job.name}: {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
-        models = job_models(job, args)  # before Ray starts: a missing asset is one line, at once
+        models, weights = job_models(job, args)  # before Ray starts: a missing asset is one line, at once
+        # Before any work: files made from stand-in weights are never mistaken for real ones.
+        write_atomic(output / WEIGHTS_FILE, (json.dumps(weights, indent=2) + "\n").encode())
         if not ray.is_initialized():
             check_reachable(args.address)
             try:

@@ -1,7 +1,7 @@
 """The anonymize batch job on a small folder (nested subfolder, two faces, no face, a
 corrupt file) on the shared local Ray cluster: the seed's layout under OUT, resumable
 runs, error rows and --stop-on-error. The morphable model is the production name, served
-by its stand-in (FACEGRAPH_ALLOW_STAND_INS=1 in the driver: the job resolves it there).
+by its stand-in (FACEGRAPH_ALLOW_STAND_INS's default, 1, in the driver: the job resolves it there).
 The renderer runs its plain-torch backend here (a serve config of our own), for speed;
 the graph tests cover PyTorch3D."""
 
@@ -30,7 +30,8 @@ ASSETS = ["--asset", "RetinaFace=retinaface-det-500m", "--asset", "TDDFA=tddfa-m
 def stand_ins(monkeypatch):
     from serve_app.config.settings import settings
 
-    monkeypatch.setenv("FACEGRAPH_ALLOW_STAND_INS", "1")
+    # Not set: the default rule (stand-ins allowed, named in the outputs), as for `facegraph serve`.
+    monkeypatch.delenv("FACEGRAPH_ALLOW_STAND_INS", raising=False)
     settings.cache_clear()
     yield
     monkeypatch.undo()
@@ -77,6 +78,8 @@ def test_job_writes_the_seed_layout_and_resumes(ray_cluster, folder, serve_confi
     one = rows["nested/deeper/one.jpg"]
     assert one["error"] is None and len(one["faces"]) == 1
     assert "assembled" in one["morphable_model"]  # the stand-in, named
+    weights = json.loads((out / "weights.json").read_text())  # every model's weights, named
+    assert weights["TDDFA"] == "tddfa-mb05-120" and weights["RetinaFace"] == "retinaface-det-500m"
     rel = "nested/deeper/one.jpg"
     expected = {
         f"face3d/{rel}/face0.json",

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.graph
 
 LOG_HEADER = "image_path,face_index,augmentation,mask_type,mask_color,crop_style,output_path,error"  # logs.csv
 LOG_COLUMNS = LOG_HEADER.split(",")
-BOOKKEEPING = {"results.jsonl", "logs.csv", "missed_images.txt"}
+BOOKKEEPING = {"results.jsonl", "logs.csv", "missed_images.txt", "weights.json"}
 STYLES = ("buffalo", "original_cropping", "scale_shift")
 ONE_FACE = "lfw_Rob_Lowe_0001.jpg"  # 250 x 250
 

@@ -17,7 +17,7 @@ def repo_cache() -> Path:
 def env(settings_env, monkeypatch, tmp_path, repo_cache, mirror):
     """Point the resolver at empty temporary folders; restore settings after."""
     # Stand-ins off unless a test turns them on, whatever the process's environment.
-    monkeypatch.delenv("FACEGRAPH_ALLOW_STAND_INS", raising=False)
+    monkeypatch.setenv("FACEGRAPH_ALLOW_STAND_INS", "0")
     settings_env(FACEGRAPH_ASSETS_CACHE=tmp_path / "cache", FACEGRAPH_ASSETS_DIR="")
     return settings_env
 
