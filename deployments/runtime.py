@@ -1,21 +1,80 @@
-"""The runtimes a model runs on, in one place: torch, ONNX Runtime and OpenVINO, on the
-CPU or CUDA. Every model asks `resolve_runtime` what `runtime: auto` means for its
-placement, and builds its session or torch device with the helpers here. Nothing heavy is
-imported at module import: torch, onnxruntime and openvino load inside the functions that
-need them, so pipelines and ingresses can import model interfaces without them.
+"""The runtimes a model runs on, in one place: torch, ONNX Runtime and OpenVINO (and
+PyTorch3D's rasteriser), on the CPU or CUDA. Every model that offers a choice asks
+`resolve_runtime` what its `runtime: auto` (or `backend: auto`) means for its placement,
+and builds its session or torch device with the helpers here. Nothing heavy is imported
+at module import: torch, onnxruntime and openvino load inside the functions that need
+them, so pipelines and ingresses can import model interfaces without them.
 
-Placement rule (DESIGN.md): a replica uses CUDA when Ray assigned it a GPU, else the CPU
-with intra-op threads = its CPU share (one replica never oversubscribes the node).
+Placement rule: a replica uses CUDA when Ray assigned it a GPU, else the CPU with
+intra-op threads = its CPU share (one replica never oversubscribes the node).
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from deployments.types import Placement
+
+# ---- which runtime: `auto` resolved the same way for every model ----------------------
+
+# Runtimes that are optional installs, by the module whose import proves them usable (an
+# import, not a lookup: a PyTorch3D wheel built for another torch is found but fails to load).
+# Every other runtime a model offers (torch, ONNX Runtime) is in requirements.txt.
+OPTIONAL_RUNTIMES = {"openvino": "openvino", "pytorch3d": "pytorch3d.renderer"}
+INSTALL_HINTS = {"pytorch3d": "install it from the wheelhouse: FACEGRAPH_WHEELHOUSE, scripts/setup.sh"}
+
+
+def installed(runtime: str) -> bool:
+    """Whether this runtime can be used in this process."""
+    module = OPTIONAL_RUNTIMES.get(runtime)
+    if module is None:
+        return True
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtimes:
+    """The runtimes one model offers under one config key, and what `auto` means there:
+    the first installed runtime of the preference for the placement's device."""
+
+    model: str  # for messages: "ArcFace"
+    key: str  # the config field serve_config.yaml sets: "runtime" | "backend"
+    offered: tuple[str, ...]  # what a config may name, besides "auto"
+    auto_cpu: tuple[str, ...]  # auto on a CPU replica, in order of preference
+    auto_cuda: tuple[str, ...]  # auto on a GPU replica, in order of preference
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return (*self.offered, "auto")
+
+
+def resolve_runtime(choice: str, placement: Placement, runtimes: Runtimes) -> str:
+    """The runtime a replica really uses. An explicit choice stays as it is (refused when
+    not installed); `auto` is decided by where the replica was placed and what is installed."""
+    if choice not in runtimes.choices:
+        raise ValueError(f"{runtimes.model} {runtimes.key} {choice!r}: expected one of {', '.join(runtimes.choices)}")
+    if choice != "auto":
+        if not installed(choice):
+            hint = INSTALL_HINTS.get(choice, "install it")
+            raise RuntimeError(
+                f"{runtimes.model} {runtimes.key} {choice!r} asked for but {choice} is not importable ({hint})"
+            )
+        return choice
+    preference = runtimes.auto_cuda if placement.device == "cuda" else runtimes.auto_cpu
+    for runtime in preference:
+        if installed(runtime):
+            return runtime
+    raise RuntimeError(f"{runtimes.model}: none of {', '.join(preference)} is installed for {placement.device}")
+
 
 # ---- ONNX Runtime --------------------------------------------------------------------
 
@@ -62,14 +121,6 @@ def active_provider(session) -> str:
 #
 
 PROVIDER = "OpenVINO CPU"  # what the health route reports, as ONNX Runtime's provider names
-
-
-def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -164,3 +215,33 @@ def inference():
     import torch
 
     return torch.inference_mode()
+
+
+def to_device(value: Any, device) -> Any:
+    """numpy arrays -> tensors on `device` (also inside tuples, lists and dicts); tensors
+    moved there; anything else as it is."""
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value)).to(device)
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def to_host(value: Any) -> Any:
+    """Tensors -> numpy arrays on the CPU (also inside tuples, lists and dicts); anything
+    else as it is."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.cpu().numpy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_host(v) for v in value)
+    if isinstance(value, dict):
+        return {k: to_host(v) for k, v in value.items()}
+    return value

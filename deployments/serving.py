@@ -1,4 +1,5 @@
-"""The one serving adapter: any model class with `predict(list) -> list` becomes
+"""The one serving adapter: any model class that meets the contract (deployments/base.py's
+`Model`: predict, item_size, describe, close) becomes
 
   * a Ray Serve deployment (`model_deployment`) whose `__call__(item)` is batched
     across requests with `@serve.batch`, with batch size and wait timeout set at run
@@ -8,7 +9,8 @@
   * a Ray Data callable class (`PipelineWorker`) that builds the models once per actor
     and runs pipeline glue over each block of rows.
 
-Seven models, one adapter: no per-model copy of this boilerplate.
+Seven models, one adapter: no per-model copy of this boilerplate. The adapter reads the
+contract only; it knows no concrete model.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from ray import serve
 from ray.serve import metrics
 
+from deployments.base import Model
 from deployments.types import Placement
 
 log = logging.getLogger("facegraph.serving")
@@ -96,25 +99,24 @@ def log_to_replica_log() -> None:
         ours.setLevel(logging.getLogger("ray.serve").level or logging.INFO)
 
 
-def runtime_of(model: Any) -> str | None:
-    """What a model really runs on, for its health entry: its optional `runtime`
-    attribute (ONNX models: the execution provider ONNX Runtime actually chose, which is
-    CPUExecutionProvider when the CUDA one could not load), else the torch device it
-    holds (`device`, from runtime.torch_device); None for CPU-only libraries."""
-    runtime = getattr(model, "runtime", None) or getattr(model, "device", None)
-    return str(runtime) if runtime is not None else None
+def checked(model: Any) -> Model:
+    """The model, if it meets the contract (a model class must subclass base.Model)."""
+    if not isinstance(model, Model):
+        raise TypeError(f"{type(model).__name__} does not subclass deployments.base.Model")
+    return model
 
 
-def build_model(model_cls: type, cfg: Any) -> Any:
+def build_model(model_cls: type[Model], cfg: Any) -> Model:
     """A model placed where Ray put this worker (the placement is an argument)."""
-    return model_cls(cfg, runtime_placement())
+    return checked(model_cls(cfg, runtime_placement()))
 
 
-def item_size_fn(model: Any) -> Callable[[Any], int]:
-    """How much work one item is for `model`: its `item_size(item)` (faces in a stack,
-    meshes) when it states one, else 1. Batches are capped in this unit."""
-    sized = getattr(model, "item_size", None)
-    return sized if callable(sized) else (lambda item: 1)
+def health_entry(model: Model, weights: str, placement: Placement) -> dict[str, str]:
+    """What health routes show for one model: its weights, where Ray placed it (`device`)
+    and what the model says it runs on (`runtime`, `backend` where it has several:
+    Model.describe), leaving out what the model does not know (None)."""
+    described = {key: value for key, value in model.describe().items() if value is not None}
+    return {"weights": weights, "device": placement.device, **described}
 
 
 class _Work:
@@ -130,7 +132,7 @@ def _work_total(works: list[_Work]) -> int:
     return sum(w.size for w in works)
 
 
-def predict_isolated(model: Any, items: list) -> list:
+def predict_isolated(model: Model, items: list) -> list:
     """model.predict over a batch; if the batch fails, retry item by item so one bad
     item fails alone instead of failing every request that shares its batch."""
     try:
@@ -156,13 +158,12 @@ def predict_isolated(model: Any, items: list) -> list:
 class ModelServer:
     """A Serve replica around one model. Deployed under the model's class name."""
 
-    def __init__(self, model_cls: type, cfg: Any, weights: str = ""):
+    def __init__(self, model_cls: type[Model], cfg: Any, weights: str = ""):
         log_to_replica_log()
         self.name = model_cls.__name__
         self.weights = weights
         self.placement = runtime_placement()
-        self.model = model_cls(cfg, self.placement)
-        self.item_size = item_size_fn(self.model)
+        self.model = checked(model_cls(cfg, self.placement))
         self.max_batch_size = 8
         self.batch_sizes: Counter[int] = Counter()
         tags = ("model",)
@@ -194,7 +195,7 @@ class ModelServer:
 
     async def __call__(self, item: Any) -> Any:
         # An item larger than a whole batch still runs, alone: its size is capped.
-        out = await self._batched(_Work(item, min(self.item_size(item), self.max_batch_size)))
+        out = await self._batched(_Work(item, min(self.model.item_size(item), self.max_batch_size)))
         if isinstance(out, ItemFailed):
             raise ModelError(out.error)
         return out
@@ -219,19 +220,11 @@ class ModelServer:
         return dict(self.batch_sizes)
 
     def describe(self) -> dict[str, str]:
-        """What health routes show for this model: its weights, where Ray placed it
-        (`device`) and what it actually runs on (`runtime`, see `runtime_of`)."""
-        backend = getattr(self.model, "backend", None)
-        runtime = runtime_of(self.model)
-        return {
-            "weights": self.weights,
-            "device": self.placement.device,
-            **({"runtime": runtime} if runtime else {}),
-            **({"backend": backend} if backend else {}),
-        }
+        """What health routes show for this model (health_entry)."""
+        return health_entry(self.model, self.weights, self.placement)
 
 
-def model_deployment(model_cls: type, cfg: Any, weights: str = "", **options: Any):
+def model_deployment(model_cls: type[Model], cfg: Any, weights: str = "", **options: Any):
     """A bound Serve deployment named after the model class. Options given here are
     defaults; serve_config.yaml overrides them per deployment name."""
     return ModelServer.options(name=model_cls.__name__, **options).bind(model_cls, cfg, weights)
@@ -242,9 +235,8 @@ class LocalBatcher:
     short window are gathered into one `predict(list)`, one batch at a time, of at most
     `max_batch_size` work units (the model's `item_size`, as in Serve)."""
 
-    def __init__(self, model: Any, max_batch_size: int = 32, wait_s: float = 0.002):
-        self.model = model
-        self.item_size = item_size_fn(model)
+    def __init__(self, model: Model, max_batch_size: int = 32, wait_s: float = 0.002):
+        self.model = checked(model)
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._pending: list[tuple[Any, asyncio.Future]] = []
@@ -288,7 +280,7 @@ class LocalBatcher:
         units, and always at least one."""
         total, n = 0, 0
         for item, _ in pending:
-            size = self.item_size(item)
+            size = self.model.item_size(item)
             if n and total + size > self.max_batch_size:
                 break
             total, n = total + size, n + 1
@@ -307,7 +299,7 @@ class PipelineWorker:
     `process` must turn its own failures into an error field: no row is dropped.
     `__call__` is async, so Ray Data keeps one event loop per actor for every block."""
 
-    def __init__(self, models: dict[str, tuple[type, Any]], process: ProcessFn, max_batch_size: int = 32):
+    def __init__(self, models: dict[str, tuple[type[Model], Any]], process: ProcessFn, max_batch_size: int = 32):
         self.models = {
             key: LocalBatcher(build_model(cls, cfg), max_batch_size=max_batch_size)
             for key, (cls, cfg) in models.items()

@@ -7,8 +7,8 @@ float32 [D], or [K,D] for a stack, L2-normalised; D comes from the model (128 fo
 MobileFaceNet used in tests, 512 for buffalo_l's w600k_r50). The crops of every item of
 a batch go through true batched forward passes of at most `max_forward_batch` crops.
 
-Runtime (`runtime`): ONNX Runtime, or OpenVINO on a CPU replica (deployments/runtime.py's OpenVINOSession: the same fp32
-network about 3x faster per face there); `auto` is
+Runtime (`runtime`): ONNX Runtime, or OpenVINO on a CPU replica (deployments/runtime.py's
+OpenVINOSession: the same fp32 network about 3x faster per face there); `auto` is
 OpenVINO on a CPU replica when it is installed, ONNX Runtime otherwise (its CUDA
 provider on a GPU replica).
 """
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deployments.runtime import OpenVINOSession, active_provider, openvino_available, providers, session_options
+from deployments.base import Model
+from deployments.runtime import OpenVINOSession, Runtimes, active_provider, providers, resolve_runtime, session_options
 from deployments.types import Placement
 
 
@@ -31,17 +32,13 @@ class ArcFaceConfig:
     runtime: str = "auto"  # onnxruntime | openvino | auto (see the module's docstring)
 
 
-RUNTIMES = ("onnxruntime", "openvino", "auto")
-
-
-def placed_runtime(runtime: str, placement: Placement) -> str:
-    """The runtime a replica really uses: `auto` decided by where it was placed and
-    what is installed."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"ArcFace runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        return "openvino" if placement.device == "cpu" and openvino_available() else "onnxruntime"
-    return runtime
+RUNTIMES = Runtimes(
+    model="ArcFace",
+    key="runtime",
+    offered=("onnxruntime", "openvino"),
+    auto_cpu=("openvino", "onnxruntime"),
+    auto_cuda=("onnxruntime",),  # OpenVINOSession runs on the CPU only
+)
 
 
 def _is_recogniser(session) -> bool:
@@ -52,13 +49,13 @@ def _is_recogniser(session) -> bool:
     return len(session.get_outputs()) == 1 and isinstance(side, int) and side >= 112 and side % 16 == 0
 
 
-class ArcFace:
+class ArcFace(Model):
     def __init__(self, cfg: ArcFaceConfig, placement: Placement = Placement()):
         from insightface.model_zoo import get_model
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
-        self.cfg = cfg
-        if placed_runtime(cfg.runtime, placement) == "openvino":
+        super().__init__(cfg, placement)
+        if resolve_runtime(cfg.runtime, placement, RUNTIMES) == "openvino":
             # insightface's own runner (its input normalisation) over an OpenVINO session.
             session = OpenVINOSession(cfg.model_path, placement)
             self.runner = ArcFaceONNX(cfg.model_path, session=session) if _is_recogniser(session) else None
@@ -68,7 +65,6 @@ class ArcFace:
             )
         if self.runner is None or getattr(self.runner, "taskname", "") != "recognition":
             raise ValueError(f"{cfg.model_path} is not an ArcFace recogniser export")
-        self.runtime = active_provider(self.runner.session)  # health: what really runs (serving.runtime_of)
         width, height = self.runner.input_size
         self.input_size = int(width)
         if width != height:
@@ -85,6 +81,11 @@ class ArcFace:
     def item_size(item: np.ndarray) -> int:
         """Faces in an item: a batch is counted in faces, not in calls."""
         return 1 if item.ndim == 3 else len(item)
+
+    def describe(self) -> dict[str, str | None]:
+        # What really runs: "OpenVINO CPU", or the provider ONNX Runtime kept (the CPU one
+        # when the CUDA one could not load).
+        return {"runtime": active_provider(self.runner.session)}
 
     def predict(self, items: list[np.ndarray]) -> list[np.ndarray]:
         if not items:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deployments.base import Model
 from deployments.facemesh.landmarks import OVAL_IDS, FaceCrops, mesh_pose
 from deployments.geometry import iou, square_around
 from deployments.types import MESH_478, FaceLandmarks, Placement
@@ -36,7 +37,9 @@ class FaceMeshConfig:
     small_face_crop: float = 3.0
 
 
-class FaceMesh:
+class FaceMesh(Model):
+    """describe(): no `runtime` (MediaPipe picks its own, on the CPU)."""
+
     def __init__(self, cfg: FaceMeshConfig, placement: Placement = Placement()):
         # MediaPipe's Python solutions run on the CPU with threads of their own choosing:
         # the placement has nothing to set here.
@@ -44,7 +47,7 @@ class FaceMesh:
         # FaceMesh pay for MediaPipe.
         from mediapipe.python.solutions import face_detection, face_mesh
 
-        self.cfg = cfg
+        super().__init__(cfg, placement)
         # One graph per replica; ModelServer runs one predict() at a time.
         self.mesh = face_mesh.FaceMesh(
             static_image_mode=True,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deployments.base import Model
 from deployments.types import FaceLandmarks, Placement
 
 
@@ -23,11 +24,13 @@ class LBPDetectorConfig:
     min_size: int = 24
 
 
-class LBPDetector:
+class LBPDetector(Model):
+    """describe(): no `runtime` (OpenCV on the CPU, whatever the placement)."""
+
     def __init__(self, cfg: LBPDetectorConfig, placement: Placement = Placement()):
+        super().__init__(cfg, placement)
         # OpenCV cascades run on the CPU only, whatever the placement's device.
         cv2.setNumThreads(placement.threads)
-        self.cfg = cfg
         try:
             self.cascade = cv2.CascadeClassifier(cfg.cascade_path)
         except (cv2.error, SystemError) as exc:  # OpenCV raises on malformed XML

@@ -30,7 +30,9 @@ from typing import Literal
 
 import numpy as np
 
+from deployments.base import TorchModel
 from deployments.mesh_renderer.scene import RenderRequest, Scene, compose, to_scene
+from deployments.runtime import Runtimes, installed, resolve_runtime
 from deployments.types import Placement
 
 
@@ -45,59 +47,41 @@ class MeshRendererConfig:
     supersample: int = 2
 
 
+BACKENDS = Runtimes(
+    model="MeshRenderer",
+    key="backend",
+    offered=("pytorch3d", "torch"),
+    auto_cpu=("torch",),  # PyTorch3D's CPU rasteriser is several times slower
+    auto_cuda=("pytorch3d", "torch"),
+)
+
+
 def pytorch3d_available() -> bool:
-    try:
-        import pytorch3d.renderer  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return installed("pytorch3d")
 
 
-class MeshRenderer:
+class MeshRenderer(TorchModel):
     """predict(list[RenderRequest]) -> list of uint8 RGBA [H, W, 4], one per request."""
 
     def __init__(self, cfg: MeshRendererConfig, placement: Placement = Placement()):
-        from deployments.runtime import torch_device
-
-        if cfg.backend not in ("auto", "pytorch3d", "torch"):
-            raise ValueError(f"unknown backend {cfg.backend!r}")
         if cfg.supersample < 1:
             raise ValueError("supersample must be >= 1")
-        have_p3d = pytorch3d_available()
-        if cfg.backend == "pytorch3d" and not have_p3d:
-            raise RuntimeError(
-                "backend 'pytorch3d' asked for but pytorch3d is not importable "
-                "(install it from the wheelhouse: FACEGRAPH_WHEELHOUSE, scripts/setup.sh)"
-            )
-        self.cfg = cfg
-        self.device = torch_device(placement)
-        on_gpu = self.device.type == "cuda"
-        self.backend = (
-            "pytorch3d" if cfg.backend == "pytorch3d" or (cfg.backend == "auto" and have_p3d and on_gpu) else "torch"
-        )
+        self.backend = resolve_runtime(cfg.backend, placement, BACKENDS)
+        super().__init__(cfg, placement)
 
-    @staticmethod
-    def item_size(item: RenderRequest) -> int:
-        return 1  # one mesh per item
+    def describe(self) -> dict[str, str | None]:
+        return {**super().describe(), "backend": self.backend}
 
-    def predict(self, items: list[RenderRequest]) -> list[np.ndarray]:
-        if not items:
-            return []
-        scenes = self._preprocess(items)
-        rendered = self._forward(scenes)
-        return self._postprocess(rendered, items)
-
-    def _preprocess(self, items: list[RenderRequest]) -> list[Scene]:
+    def preprocess(self, items: list[RenderRequest]) -> list[Scene]:
         return [to_scene(req, self.cfg.supersample) for req in items]
 
     def _forward(self, scenes: list[Scene]) -> list[tuple[np.ndarray, np.ndarray]]:
         import deployments.mesh_renderer.raster as mesh_raster
-        from deployments.runtime import inference
 
         render = mesh_raster.render_pytorch3d if self.backend == "pytorch3d" else mesh_raster.render_torch
-        with inference():
-            return render(scenes, self.device, self.cfg.supersample)
+        return render(scenes, self.device, self.cfg.supersample)
 
-    @staticmethod
-    def _postprocess(rendered: list[tuple[np.ndarray, np.ndarray]], items: list[RenderRequest]) -> list[np.ndarray]:
+    def postprocess(
+        self, rendered: list[tuple[np.ndarray, np.ndarray]], items: list[RenderRequest]
+    ) -> list[np.ndarray]:
         return [compose(rgb, cov, req) for (rgb, cov), req in zip(rendered, items)]

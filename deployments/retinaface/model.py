@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deployments.base import Model
 from deployments.geometry import letterbox_size
 from deployments.runtime import active_provider, providers, session_options
 from deployments.types import FIVE_POINT, FaceLandmarks, Placement
@@ -64,11 +65,11 @@ def input_side(height: int, width: int, det_size: int = DET_SIZE, min_det_size: 
     return next((s for s in SMALL_SIDES if min_det_size <= s < det_size and longest <= s), det_size)
 
 
-class RetinaFace:
+class RetinaFace(Model):
     def __init__(self, cfg: RetinaFaceConfig, placement: Placement = Placement()):
         from insightface.model_zoo import get_model
 
-        self.cfg = cfg
+        super().__init__(cfg, placement)
         options = session_options(placement)
         # The exports declare 640-sized outputs; other input sides run fine but ONNX
         # Runtime warns about the shapes on every call. Errors still show.
@@ -87,12 +88,15 @@ class RetinaFace:
         self.runner.prepare(
             0, input_size=(cfg.det_size, cfg.det_size), det_thresh=cfg.det_thresh, nms_thresh=cfg.nms_thresh
         )
-        self.runtime = active_provider(self.runner.session)  # health: what really runs (serving.runtime_of)
         # Small inputs need an export whose input sides are free (det_500m's and det_2.5g's
         # are); an export fixed to one size runs every image at det_size, as before.
         dims = self.runner.session.get_inputs()[0].shape[2:4]
         fixed = all(isinstance(d, int) and d > 0 for d in dims)
         self.min_det_size = cfg.det_size if fixed else cfg.min_det_size
+
+    def describe(self) -> dict[str, str | None]:
+        # The provider ONNX Runtime kept: the CPU one when the CUDA one could not load.
+        return {"runtime": active_provider(self.runner.session)}
 
     def predict(self, images: list[np.ndarray]) -> list[list[FaceLandmarks]]:
         results = []

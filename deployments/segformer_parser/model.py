@@ -30,10 +30,19 @@ import cv2
 import numpy as np
 import torch
 
-from deployments.runtime import inference, prepare, torch_device
+from deployments.base import TorchModel
+from deployments.runtime import Runtimes, resolve_runtime
 from deployments.segformer_parser import onnx as parser_onnx
 from deployments.segformer_parser.checkpoint import load_parser_net, parser_input
 from deployments.types import ParseRequest, Placement
+
+RUNTIMES = Runtimes(
+    model="SegFormerParser",
+    key="runtime",
+    offered=("torch", "onnx", "onnx-int8"),
+    auto_cpu=("onnx-int8",),
+    auto_cuda=("torch",),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,25 +56,29 @@ class SegFormerParserConfig:
     max_forward_batch: int = 16  # ROIs per forward pass: bounds memory when many faces come at once
 
 
-class SegFormerParser:
+class SegFormerParser(TorchModel):
     def __init__(self, cfg: SegFormerParserConfig, placement: Placement = Placement()):
-        self.cfg = cfg
-        runtime = parser_onnx.placed_runtime(cfg.runtime, placement)
+        self._runtime = resolve_runtime(cfg.runtime, placement, RUNTIMES)
+        # On an ONNX runtime no torch network serves: no torch device is placed.
+        super().__init__(cfg, placement, on_torch=self._runtime == "torch")
         ckpt = Path(cfg.checkpoint_dir)
         spec = parser_input(ckpt)
         self.kind, self.input_hw, self.num_labels = spec.kind, spec.input_hw, spec.num_labels
         self._mul, self._add = spec.mul, spec.add
-        if runtime == "torch":
-            self.device = torch_device(placement)
-            self.model = prepare(load_parser_net(ckpt).module, self.device)
+        if self._runtime == "torch":
+            self.model = self.place(load_parser_net(ckpt).module)
             self._onnx = None
         else:
             # The torch weights are loaded only to export, once; a cached export is
             # just opened (the cold start of an ONNX replica is the session's load).
             self._onnx = parser_onnx.OnnxParserNet(
-                parser_onnx.ensure_export(ckpt, runtime, cfg.onnx_cache_dir), placement
+                parser_onnx.ensure_export(ckpt, self._runtime, cfg.onnx_cache_dir), placement
             )
-            self.runtime = f"{runtime} ({self._onnx.provider})"  # health: what really runs
+
+    def describe(self) -> dict[str, str | None]:
+        if self._onnx is None:
+            return super().describe()  # the torch device
+        return {"runtime": f"{self._runtime} ({self._onnx.provider})"}  # and the provider ONNX Runtime kept
 
     @staticmethod
     def item_size(item: ParseRequest | list[ParseRequest]) -> int:
@@ -77,7 +90,11 @@ class SegFormerParser:
             return []
         requests = [r for item in items for r in (item if isinstance(item, list) else [item])]
         step = max(1, self.cfg.max_forward_batch)
-        maps = [m for i in range(0, len(requests), step) for m in self._parse(requests[i : i + step])]
+        maps = [
+            m
+            for i in range(0, len(requests), step)
+            for m in self.postprocess(self.forward(self.preprocess(requests[i : i + step])), requests[i : i + step])
+        ]
         out, at = [], 0
         for item in items:
             n = self.item_size(item)
@@ -85,15 +102,14 @@ class SegFormerParser:
             at += n
         return out
 
-    def _parse(self, requests: list[ParseRequest]) -> list[np.ndarray]:
-        """One forward pass; each face map back at its ROI's size."""
-        faces = self._face_probabilities(self._preprocess([r.roi for r in requests]), requests)
-        return [
-            cv2.resize(face, (r.roi.shape[1], r.roi.shape[0]), interpolation=cv2.INTER_LINEAR).clip(0, 1)
-            for face, r in zip(faces, requests)
-        ]
+    def preprocess(self, requests: list[ParseRequest]) -> tuple[np.ndarray, np.ndarray]:
+        """-> (pixels [N,3,H,W], which labels each face sums [N, labels])."""
+        select = np.zeros((len(requests), self.num_labels), np.float32)
+        for i, request in enumerate(requests):
+            select[i, [label for label in request.labels if 0 <= label < self.num_labels]] = 1.0
+        return self._pixels([r.roi for r in requests]), select
 
-    def _preprocess(self, rois: list[np.ndarray]) -> np.ndarray:
+    def _pixels(self, rois: list[np.ndarray]) -> np.ndarray:
         batch = []
         for roi in rois:
             if self.input_hw is not None:
@@ -105,26 +121,30 @@ class SegFormerParser:
             raise ValueError("ROIs of different sizes need a checkpoint that resizes (do_resize)")
         return np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2))
 
-    def _face_probabilities(self, pixels: np.ndarray, items: list[ParseRequest]) -> np.ndarray:
-        """-> [N, h, w]: per item, the softmax probabilities of its labels, summed. On torch
-        the sum happens on the model's device, so a GPU replica copies one map per face
-        back, not one per label (19x fewer bytes)."""
-        select = np.zeros((len(items), self.num_labels), np.float32)
-        for i, item in enumerate(items):
-            select[i, [label for label in item.labels if 0 <= label < self.num_labels]] = 1.0
-        if self._onnx is not None:
-            return np.einsum("nl,nlhw->nhw", select, self._forward(pixels))
-        with inference():
-            probs = self._torch_probabilities(pixels)
-            return torch.einsum("nl,nlhw->nhw", torch.from_numpy(select).to(self.device), probs).cpu().numpy()
+    def forward(self, inputs: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
+        """(pixels, select) -> [N, h, w]: per face, the softmax probabilities of its labels,
+        summed; select None -> every label's map [N, labels, h, w]."""
+        if self._onnx is None:
+            return super().forward(inputs)  # torch: on the device, under inference mode
+        pixels, select = inputs
+        probs = self._onnx(pixels)
+        return probs if select is None else np.einsum("nl,nlhw->nhw", select, probs)
 
-    def _forward(self, pixels: np.ndarray) -> np.ndarray:
-        """-> probabilities [N, labels, h, w] (softmax over the labels), on the CPU (every
-        label's map: the tests read them; predict sums on the device instead)."""
-        if self._onnx is not None:
-            return self._onnx(pixels)
-        with inference():
-            return self._torch_probabilities(pixels).cpu().numpy()
+    def _forward(self, inputs: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+        # The sum happens on the model's device, so a GPU replica copies one map per face
+        # back, not one per label (19x fewer bytes).
+        pixels, select = inputs
+        probs = self.model(pixels).float().softmax(dim=1)
+        return probs if select is None else torch.einsum("nl,nlhw->nhw", select, probs)
 
-    def _torch_probabilities(self, pixels: np.ndarray) -> torch.Tensor:
-        return self.model(torch.from_numpy(pixels).to(self.device)).float().softmax(dim=1)
+    def postprocess(self, faces: np.ndarray, requests: list[ParseRequest]) -> list[np.ndarray]:
+        """Each face map back at its ROI's size."""
+        return [
+            cv2.resize(face, (r.roi.shape[1], r.roi.shape[0]), interpolation=cv2.INTER_LINEAR).clip(0, 1)
+            for face, r in zip(faces, requests)
+        ]
+
+    def label_probabilities(self, rois: list[np.ndarray]) -> np.ndarray:
+        """Every label's probability map, [N, labels, h, w] at the network's output size
+        (softmax over the labels; channel c is CelebAMask-HQ id c), on the CPU."""
+        return self.forward((self._pixels(rois), None))

@@ -10,7 +10,8 @@ session. Chosen per deployment by SegFormerParserConfig.runtime:
              on the fly (onnxruntime.quantization.quantize_dynamic): the CPU path
              (the small UNet has no MatMul: its int8 graph is its fp32 one);
   auto       onnx-int8 on a CPU replica, torch on a GPU one (serve_config.yaml's
-             choice: the same file serves both, serve_config.gpu.yaml included).
+             choice: the same file serves both, serve_config.gpu.yaml included;
+             model.py's RUNTIMES, resolved by deployments.runtime.resolve_runtime).
 
 The exported graph returns softmax probabilities (what the torch path computes after
 its forward), batch axis dynamic. Exports are cached: a file per (checkpoint contents,
@@ -35,7 +36,6 @@ from deployments.types import Placement
 
 log = logging.getLogger("facegraph.parser_onnx")
 
-RUNTIMES = ("torch", "onnx", "onnx-int8", "auto")
 OPSET = 17
 EXPORT_FORMAT = 2  # bump when the exported graph changes: old cache files are then ignored (2: folded SegFormer head)
 # Dynamic quantisation of these ops only. SegFormer's compute is MatMuls (attention,
@@ -43,19 +43,6 @@ EXPORT_FORMAT = 2  # bump when the exported graph changes: old cache files are t
 # fp32 Conv on ONNX Runtime's CPU provider, so convolutions stay fp32.
 INT8_OPS = ("MatMul", "Gemm")
 CACHE_ENV = "FACEGRAPH_ONNX_CACHE"  # overrides where exports are kept
-
-
-def check_runtime(runtime: str) -> None:
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-
-
-def placed_runtime(runtime: str, placement: Placement) -> str:
-    """The runtime a replica really uses: `auto` decided by where it was placed."""
-    check_runtime(runtime)
-    if runtime == "auto":
-        return "torch" if placement.device == "cuda" else "onnx-int8"
-    return runtime
 
 
 def checkpoint_key(ckpt: Path) -> str:

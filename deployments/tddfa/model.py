@@ -10,7 +10,7 @@ The pure helpers `roi_box_from_bbox` and `crop_120` are 3DDFA_V2's crop rule, fo
 pipeline to cut the crops from a detector box.
 
 The weights were trained on OpenCV (BGR) crops normalised as (x - 127.5) / 128; we
-take RGB like every other model here and swap the channels in `_preprocess` (checked:
+take RGB like every other model here and swap the channels in `preprocess` (checked:
 over 17 near-frontal faces the landmarks miss RetinaFace's 5 points by 4.57 % of the
 inter-ocular distance this way, 4.80 % with the channels the other way round).
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from deployments.runtime import inference, prepare, torch_device
+from deployments.base import TorchModel
 from deployments.tddfa.bfm import NUM_PARAMS
 from deployments.tddfa.crops import INPUT_SIZE
 from deployments.types import Placement
@@ -121,18 +121,17 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("fc_lm.")}
 
 
-class TDDFA:
+class TDDFA(TorchModel):
     def __init__(self, cfg: TDDFAConfig, placement: Placement = Placement()):
         from deployments.tddfa.bfm import load_numpy_pickle
 
-        self.cfg = cfg
+        super().__init__(cfg, placement)
         state = load_state_dict(cfg.weights_path)
         self.width = _width(cfg.arch, state)
         net = MobileNetV1(self.width)
         net.load_state_dict(state, strict=True)
-        self.device = torch_device(placement)
         # channels_last: the depthwise convolutions run faster in it on CPU (measured).
-        self.net = prepare(net.eval().fuse_batchnorm(), self.device).to(memory_format=torch.channels_last)
+        self.net = self.place(net.eval().fuse_batchnorm()).to(memory_format=torch.channels_last)
         stats = load_numpy_pickle(cfg.param_stats_path)
         self.param_mean = np.asarray(stats["mean"], np.float32).reshape(NUM_PARAMS)
         self.param_std = np.asarray(stats["std"], np.float32).reshape(NUM_PARAMS)
@@ -141,14 +140,7 @@ class TDDFA:
     def item_size(item: np.ndarray) -> int:
         return 1 if np.ndim(item) == 3 else int(len(item))
 
-    def predict(self, items: list[np.ndarray]) -> list[np.ndarray]:
-        if not items:
-            return []
-        batch = self._preprocess(items)
-        out = self._forward(batch) if len(batch) else np.zeros((0, NUM_PARAMS), np.float32)
-        return self._postprocess(out, [self.item_size(it) for it in items])
-
-    def _preprocess(self, items: list[np.ndarray]) -> np.ndarray:
+    def preprocess(self, items: list[np.ndarray]) -> np.ndarray:
         """All crops of all items -> float32 [B,120,120,3], BGR, (x - 127.5) / 128. Kept
         channels-last: that is the layout the network runs in, so no transpose copy."""
         stacks = []
@@ -166,13 +158,13 @@ class TDDFA:
         bgr /= 128.0
         return bgr
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        with inference():
-            # NHWC memory viewed as NCHW: exactly torch's channels_last layout.
-            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
-            return self.net(x).float().cpu().numpy()
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if not len(batch):  # every item an empty stack: no forward pass
+            return batch.new_zeros((0, NUM_PARAMS))
+        # NHWC memory viewed as NCHW: exactly torch's channels_last layout.
+        return self.net(batch.permute(0, 3, 1, 2)).float()
 
-    def _postprocess(self, out: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    def postprocess(self, out: np.ndarray, items: list[np.ndarray]) -> list[np.ndarray]:
         params = (out * self.param_std + self.param_mean).astype(np.float32)
-        bounds = np.cumsum([0, *sizes])
+        bounds = np.cumsum([0, *(self.item_size(it) for it in items)])
         return [params[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -6,8 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-from deployments.arcface.model import ArcFace, ArcFaceConfig, placed_runtime
+from deployments.arcface.model import RUNTIMES, ArcFace, ArcFaceConfig
 from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+from deployments.runtime import resolve_runtime
 from deployments.types import Placement
 from serve_app.faces.align import aligned_crops, alignment_matrix
 from serve_app.imaging import decode_image
@@ -148,12 +149,12 @@ def test_refuses_a_file_that_is_not_a_recogniser(asset, runtime):
 
 
 def test_auto_runtime_is_openvino_on_a_cpu_and_onnx_runtime_on_a_gpu(asset):
-    assert placed_runtime("auto", Placement()) == "openvino"
-    assert placed_runtime("auto", Placement(device="cuda")) == "onnxruntime"
+    assert resolve_runtime("auto", Placement(), RUNTIMES) == "openvino"
+    assert resolve_runtime("auto", Placement(device="cuda"), RUNTIMES) == "onnxruntime"
     model = ArcFace(ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d"))))
-    assert model.runtime == "OpenVINO CPU"  # what the health entry reports
+    assert model.describe() == {"runtime": "OpenVINO CPU"}  # what the health entry reports
     with pytest.raises(ValueError, match="expected one of"):
-        placed_runtime("tensorrt", Placement())
+        resolve_runtime("tensorrt", Placement(), RUNTIMES)
     with pytest.raises(ValueError, match="CPU only"):
         ArcFace(
             ArcFaceConfig(model_path=str(asset("arcface-mobilefacenet-128d")), runtime="openvino"),

@@ -251,8 +251,17 @@ def test_batch_of_three_equals_one_by_one(renderer, face, photo_texture):
 def test_auto_backend_reports_what_it_uses():
     """auto: PyTorch3D on a GPU (when installed), plain torch on a CPU, where PyTorch3D's
     rasteriser is several times slower."""
+    from deployments.mesh_renderer.model import BACKENDS
+    from deployments.runtime import resolve_runtime
+    from deployments.types import Placement
+
     r = MeshRenderer(MeshRendererConfig())
     assert r.backend == "torch" and r.device.type == "cpu"
+    assert r.describe() == {"runtime": "cpu", "backend": "torch"}  # what the health entry reports
+    # A GPU replica's choice, decided without a GPU: the rule, not the device.
+    assert resolve_runtime("auto", Placement(device="cuda"), BACKENDS) == ("pytorch3d" if HAVE_P3D else "torch")
+    with pytest.raises(ValueError, match="expected one of pytorch3d, torch, auto"):
+        MeshRenderer(MeshRendererConfig(backend="opengl"))
     if not HAVE_P3D:
         with pytest.raises(RuntimeError, match="pytorch3d"):
             MeshRenderer(MeshRendererConfig(backend="pytorch3d"))

@@ -155,7 +155,7 @@ def test_unet_agrees_with_celebamask_ground_truth(unet, celebamask):
     import cv2
 
     images = [im for im, _ in celebamask]
-    probs = unet._forward(unet._preprocess(images))  # [N, 19, 256, 256], channel = id
+    probs = unet.label_probabilities(images)  # [N, 19, 256, 256], channel = id
     accuracy, face_iou, hair_iou = [], [], []
     for p, (image, ids) in zip(probs, celebamask):
         labels = cv2.resize(p.argmax(0).astype(np.uint8), ids.shape[::-1], interpolation=cv2.INTER_NEAREST)
@@ -188,7 +188,9 @@ def onnx_parser(asset, name: str, runtime: str, cache: str) -> SegFormerParser:
 
 def test_onnx_export_matches_torch_on_the_segformer(asset, parser, rois, onnx_cache):
     fast = onnx_parser(asset, "segformer-parser-tiny", "onnx", onnx_cache)
-    assert fast.runtime == "onnx (CPUExecutionProvider)" and (fast.kind, fast.input_hw) == ("segformer", (128, 128))
+    assert fast.describe() == {"runtime": "onnx (CPUExecutionProvider)"}  # what the health entry reports
+    assert (fast.kind, fast.input_hw) == ("segformer", (128, 128))
+    assert parser.describe() == {"runtime": "cpu"}  # torch: its device
     items = [ParseRequest(r, FACE) for r in rois]
     for a, b in zip(fast.predict(items), parser.predict(items)):
         assert a.shape == b.shape and a.dtype == np.float32
@@ -199,9 +201,7 @@ def test_onnx_export_matches_torch_on_the_segformer(asset, parser, rois, onnx_ca
 def test_onnx_export_matches_torch_on_the_trained_unet(asset, unet, celebamask, lfw_face, onnx_cache):
     fast = onnx_parser(asset, "face-parser-unet-small", "onnx", onnx_cache)
     images = [im for im, _ in celebamask] + [lfw_face]
-    np.testing.assert_allclose(
-        fast._forward(fast._preprocess(images)), unet._forward(unet._preprocess(images)), atol=1e-4
-    )
+    np.testing.assert_allclose(fast.label_probabilities(images), unet.label_probabilities(images), atol=1e-4)
     items = [ParseRequest(im, FACE + (13,)) for im in images]
     for a, b in zip(fast.predict(items), unet.predict(items)):
         assert mask_iou(a >= 0.5, b >= 0.5) > 0.999
@@ -215,7 +215,7 @@ def test_int8_stays_close_to_torch(asset, parser, rois, onnx_cache):
     import deployments.segformer_parser.onnx as parser_onnx
 
     fast = onnx_parser(asset, "segformer-parser-tiny", "onnx-int8", onnx_cache)
-    assert fast.runtime == "onnx-int8 (CPUExecutionProvider)"
+    assert fast.describe() == {"runtime": "onnx-int8 (CPUExecutionProvider)"}
     graph = onnx.load(str(parser_onnx.export_path(asset("segformer-parser-tiny"), "onnx-int8", onnx_cache)))
     ops = {node.op_type for node in graph.graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops, sorted(ops)
@@ -242,12 +242,13 @@ def test_unknown_runtime_is_refused(asset):
 
 
 def test_auto_is_int8_on_cpu_and_torch_on_a_gpu():
-    from deployments.segformer_parser.onnx import placed_runtime
+    from deployments.runtime import resolve_runtime
+    from deployments.segformer_parser.model import RUNTIMES
     from deployments.types import Placement
 
-    assert placed_runtime("auto", Placement()) == "onnx-int8"
-    assert placed_runtime("auto", Placement(device="cuda")) == "torch"
-    assert placed_runtime("onnx", Placement(device="cuda")) == "onnx"  # an explicit choice stays
+    assert resolve_runtime("auto", Placement(), RUNTIMES) == "onnx-int8"
+    assert resolve_runtime("auto", Placement(device="cuda"), RUNTIMES) == "torch"
+    assert resolve_runtime("onnx", Placement(device="cuda"), RUNTIMES) == "onnx"  # an explicit choice stays
 
 
 def test_the_folded_decode_head_gives_transformers_logits(asset):

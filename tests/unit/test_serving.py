@@ -1,19 +1,21 @@
 """The serving adapter's in-process half (LocalBatcher, isolation, work-unit batching,
-placement, PipelineWorker), on small real model classes, not mocks: they compute what
-they are asked."""
+placement, PipelineWorker), on small real model classes that meet the contract
+(deployments.base.Model), not mocks: they compute what they are asked."""
 
 import asyncio
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from deployments.arcface.model import ArcFace
+from deployments.base import Model
 from deployments.serving import (
     LocalBatcher,
     ModelError,
     PipelineWorker,
     build_model,
-    item_size_fn,
+    health_entry,
     predict_isolated,
     runtime_placement,
 )
@@ -25,12 +27,12 @@ class SquareConfig:
     offset: int = 0
 
 
-class Square:
+class Square(Model):
     """Squares numbers (plus the config's offset); refuses negatives (to exercise
-    per-item failure)."""
+    per-item failure). Everything else is the contract's default."""
 
     def __init__(self, cfg: SquareConfig, placement: Placement = Placement()):
-        self.cfg, self.placement = cfg, placement
+        super().__init__(cfg, placement)
         self.calls: list[int] = []
 
     def predict(self, items):
@@ -40,7 +42,7 @@ class Square:
         return [x * x + self.cfg.offset for x in items]
 
 
-class FaceNorms:
+class FaceNorms(Model):
     """ArcFace-shaped items: one image's aligned faces stacked [K, H, W, 3] (or one
     face [H, W, 3]); the result is each face's pixel sum. Counts work in faces with
     ArcFace's own item_size."""
@@ -48,6 +50,7 @@ class FaceNorms:
     item_size = staticmethod(ArcFace.item_size)
 
     def __init__(self, cfg=None, placement: Placement = Placement()):
+        super().__init__(cfg, placement)
         self.faces_per_call: list[int] = []
         self.items_per_call: list[int] = []
 
@@ -101,8 +104,8 @@ def test_one_bad_item_fails_alone():
 
 
 def test_item_size_is_the_models_own_or_one():
-    assert item_size_fn(Square(SquareConfig()))(7) == 1
-    sized = item_size_fn(FaceNorms())
+    assert Square(SquareConfig()).item_size(7) == 1
+    sized = FaceNorms().item_size
     assert sized(stack(5, 0)) == 5 and sized(np.zeros((112, 112, 3), np.float32)) == 1
     assert ArcFace.item_size(np.zeros((0, 112, 112, 3), np.float32)) == 0
 
@@ -164,6 +167,29 @@ def test_outside_ray_a_model_is_placed_on_one_cpu_thread():
     assert runtime_placement() == Placement(device="cpu", threads=1)
     model = build_model(Square, SquareConfig(offset=1))
     assert model.placement == Placement() and model.predict([3]) == [10]
+
+
+# ---- the contract is what the adapter reads ----------------------------------------------
+
+
+def test_the_adapter_takes_only_models_that_meet_the_contract():
+    class Loose:  # predict alone, no contract: refused where it is handed over, not later
+        def predict(self, items):
+            return items
+
+    with pytest.raises(TypeError, match="Loose does not subclass deployments.base.Model"):
+        LocalBatcher(Loose())
+    with pytest.raises(TypeError, match="Model"):
+        build_model(lambda cfg, placement: Loose(), None)
+    with pytest.raises(TypeError):  # predict is abstract: a model must write it
+        type("NoPredict", (Model,), {})(None)
+
+
+def test_health_entry_is_weights_placement_and_the_models_describe():
+    model = Square(SquareConfig())
+    model.close()  # the contract's default: nothing to release
+    assert model.describe() == {"runtime": None}
+    assert health_entry(model, "squares", Placement(threads=2)) == {"weights": "squares", "device": "cpu"}
 
 
 # ---- PipelineWorker (Ray Data's callable class), without Ray ---------------------------
