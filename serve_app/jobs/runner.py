@@ -33,6 +33,8 @@ from typing import Any
 from serve_app.config import spec as specs
 from serve_app.config.settings import REPO_ROOT
 from serve_app.errors import ApiError
+from serve_app.jobs.spelling import NOTE as SPELLING_NOTE
+from serve_app.jobs.spelling import JobHelpFormatter, JobParser
 
 log = logging.getLogger("facegraph.batch")
 RESULTS_FILE = "results.jsonl"
@@ -354,10 +356,17 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="job", required=True)
+    # Every job's parser takes the seed tools' spellings too (serve_app/jobs/spelling.py).
+    sub = parser.add_subparsers(dest="job", required=True, parser_class=JobParser)
     registry = jobs()
     for name, job in sorted(registry.items()):
-        p = sub.add_parser(name, help=job.help + (" (alias)" if name != job.name else ""))
+        p = sub.add_parser(
+            name,
+            help=job.help + (" (alias)" if name != job.name else ""),
+            description=job.help,
+            epilog=SPELLING_NOTE,
+            formatter_class=JobHelpFormatter,
+        )
         p.add_argument("--input", required=True, help="folder of images (recursive)")
         p.add_argument("--output", required=True, help="folder for outputs and results.jsonl")
         p.add_argument("--workers", type=int, default=1, help="Ray Data actors, each holding the job's models")
