@@ -32,6 +32,24 @@ def job_argv(job: str, src, out, *extra: str, batch_size: int = 4) -> list[str]:
     return [job, "--input", str(src), "--output", str(out), *common, *extra]
 
 
+def torch_renderer_config(folder):
+    """The repo's serve config with MeshRenderer on its plain-torch backend (faster here
+    than PyTorch3D's CPU rasteriser; the graph tests cover PyTorch3D), written under
+    `folder`: the anonymize job tests' --serve-config."""
+    from pathlib import Path
+
+    import yaml
+
+    from serve_app.config.settings import REPO_ROOT
+
+    doc = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    [models] = [app for app in doc["applications"] if app["name"] == "models"]
+    models["args"]["models"]["MeshRenderer"] = {"config": {"backend": "torch", "supersample": 2}}
+    path = Path(folder) / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def results_by_path(out) -> dict[str, dict]:
     """A job's results.jsonl under `out`: {input path: its row}."""
     import json

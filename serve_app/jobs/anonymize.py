@@ -1,36 +1,44 @@
 """Batch job `anonymize`: 3D anonymisation of every face of every photo, in the seed's
-layout under OUT (one pipeline instead of four scripts reading each other's files):
+layout under OUT (serve_app/jobs/anonymize_files.py lists it): face3d/, seg/, anon/,
+render/ and the anonymised photo in anonymized/.
 
-  face3d/<rel>/face<i>.json        parameters, ROI, 68 landmarks, pose     (step 1)
-  face3d/<rel>/face<i>_vertices.npy  the reconstructed dense mesh, image pixels
-  seg/<rel>_masked.png             RGBA, eyes (and mouth) cut out           (step 2)
-  anon/<rel>/<name>.obj            + .mtl and _texture.png: the anonymised mesh (step 3)
-  render/<rel>_front.png           frontal render                           (step 4)
-  anonymized/<rel>.png             the photo with every face anonymised
-
-<rel> keeps the source extension (a.jpg and a.png never collide); face 0 keeps the
-seed's names, further faces add _face<i>. Resumable, one error row per failed input;
---stop-on-error stops at the first.
+`--steps` (default all) runs any contiguous range of the seed's four steps (face3d,
+segmentation, anonymization, renderer), the first reading the folder its predecessor
+wrote (serve_app/jobs/anonymize_steps.py): `--steps renderer --img_size 1024` renders
+again without reconstructing. All four run as one pipeline in memory, the HTTP
+endpoint's. Resumable: an input is done when its row ran the asked steps with the same
+parameters and its files exist; one error row per failed input; --stop-on-error stops
+at the first.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 from pathlib import Path
 
-import numpy as np
-
-from deployments.mesh_renderer.mesh_io import obj_files
 from serve_app import display
 from serve_app.config.model_tier import morphable_model
-from serve_app.imaging import decode_image, encode_png
-from serve_app.jobs.runner import BatchJob, Models, write_atomic
+from serve_app.imaging import decode_image
+from serve_app.jobs.anonymize_files import AnonMesh, Writer
+from serve_app.jobs.anonymize_steps import STEPS, face_record, parse_steps, run_steps
+from serve_app.jobs.runner import BatchJob, Models
 from serve_app.pipelines.anonymize import SPEC, AnonymizeResult, anonymize
 
 HELP = "3D face anonymisation (RetinaFace -> TDDFA -> morph to the mean face -> MeshRenderer)"
 
 _bfm: dict[str, tuple] = {}  # per worker process: the morphable model, loaded once
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--steps",
+        type=parse_steps,
+        default=STEPS,
+        metavar="all|STEP[,STEP...]",
+        help="the seed's steps to run, contiguous, in order: face3d, segmentation, anonymization, renderer; "
+        "the first reads what the step before it wrote under --output [default: all]",
+    )
 
 
 def options(args) -> dict:
@@ -44,67 +52,53 @@ def options(args) -> dict:
     # The asset actually used goes to the workers: a stand-in allowed here (by
     # FACEGRAPH_ALLOW_STAND_INS in the driver's env) is the one they load, whatever theirs.
     used, _ = resolve_for_serving(MORPHABLE_MODEL)
-    return {"morphable_model": used}
+    return {"morphable_model": used, "steps": args.steps}
 
 
 async def process(path: Path, models: Models, opts: dict) -> dict:
     if opts["morphable_model"] not in _bfm:
         _bfm[opts["morphable_model"]] = await asyncio.to_thread(morphable_model, opts["morphable_model"])
     bfm, description = _bfm[opts["morphable_model"]]
-    rel = str(path.relative_to(opts["input"]))
+    rel, params, steps = str(path.relative_to(opts["input"])), opts["params"], opts["steps"]
+    output = Path(opts["output"])
     image = await asyncio.to_thread(lambda: decode_image(path.read_bytes()))
-    result = await anonymize(image, opts["params"], bfm, **models)
-    outputs = await asyncio.to_thread(write_files, result, bfm, Path(opts["output"]), rel)
+    if steps == STEPS:
+        result = await anonymize(image, params, bfm, **models)
+        outputs = await asyncio.to_thread(write_files, result, bfm, output, rel)
+        records = [face_record(a.face) for a in result.faces]
+    else:
+        records, outputs = await run_steps(steps, image, params, bfm, models, output, rel)
     faces = [
         {
-            "box": display.box(a.face.landmarks.box),
-            "score": display.score(a.face.landmarks.score),
-            "pose": {k: round(getattr(a.face.pose, k), 1) for k in ("yaw", "pitch", "roll")},
+            "box": display.box(r["box"]),
+            "score": display.score(r["score"]),
+            "pose": {k: round(r["pose"][k], 1) for k in ("yaw", "pitch", "roll")},
         }
-        for a in result.faces
+        for r in records
     ]
-    return {"faces": faces, "morphable_model": description, "outputs": outputs}
+    return {
+        "faces": faces,
+        "morphable_model": description,
+        "steps": list(steps),
+        "params": params.model_dump(),
+        "outputs": outputs,
+    }
 
 
-def face_name(name: str, index: int) -> str:
-    return name if index == 0 else f"{name}_face{index}"
+def done(row: dict, opts: dict) -> bool:
+    """An earlier row answers this run when it ran these steps (or more) with the same
+    parameters: `--steps renderer --img_size 1024` after a full run renders again."""
+    return set(opts["steps"]) <= set(row.get("steps", ())) and row.get("params") == opts["params"].model_dump()
 
 
 def write_files(result: AnonymizeResult, bfm, output: Path, rel: str) -> dict[str, str]:
-    outputs = {}
-
-    def put(key: str, target: str, data: bytes) -> None:
-        write_atomic(output / target, data)
-        outputs[key] = target
-
-    name = Path(rel).name
-    put("seg", f"seg/{rel}_masked.png", encode_png(result.segmented))
-    put("anonymized", f"anonymized/{rel}.png", encode_png(result.anonymized))
-    for i, anon in enumerate(result.faces):
-        face = anon.face
-        record = {
-            "params": face.params.tolist(),
-            "roi_box": face.roi_box.tolist(),
-            "landmarks": display.points(face.landmarks.points),
-            "pose": {k: getattr(face.pose, k) for k in ("yaw", "pitch", "roll")},
-        }
-        put(f"face3d{i}", f"face3d/{rel}/face{i}.json", json.dumps(record).encode())
-        buffer = _npy(face.vertices)
-        put(f"vertices{i}", f"face3d/{rel}/face{i}_vertices.npy", buffer)
-        stem = face_name(name, i)
-        for file_name, data in obj_files(stem, anon.model_vertices, bfm.tri, bfm.uv, anon.texture).items():
-            put(f"{file_name}", f"anon/{rel}/{file_name}", data)
-        if anon.frontal is not None:
-            put(f"render{i}", f"render/{Path(rel).parent / stem}_front.png", encode_png(anon.frontal))
-    return outputs
+    """Every step's files from the pipeline's one in-memory run."""
+    out = Writer(output, rel)
+    out.face3d((result.height, result.width), [a.face for a in result.faces])
+    out.seg(result.segmented)
+    out.anon([AnonMesh(a.vertices, a.model_vertices, a.texture, bfm.tri, bfm.uv) for a in result.faces])
+    out.render([a.frontal for a in result.faces], result.anonymized)
+    return out.outputs
 
 
-def _npy(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-JOB = BatchJob(SPEC, HELP, process, options=options)
+JOB = BatchJob(SPEC, HELP, process, add_arguments=add_arguments, options=options, done=done)

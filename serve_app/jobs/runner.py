@@ -56,6 +56,8 @@ class BatchJob:
         recogniser's similarity threshold), resolved once on the driver before any work.
     finalize(rows, output, options): optional dataset-wide step after all rows are in
         (e.g. de-duplication across the whole dataset); `options` as process got them.
+    done(row, options) -> bool: optional; whether an earlier run's row (without error,
+        outputs on disk) still answers this run's options; without it, it always does.
     """
 
     spec: specs.PipelineSpec
@@ -65,6 +67,7 @@ class BatchJob:
     options: Callable[[argparse.Namespace], dict] | None = None
     resolve: Callable[[specs.Params, argparse.Namespace], specs.Params] | None = None
     finalize: Callable[[list[dict], Path, dict], None] | None = None
+    done: Callable[[dict, dict], bool] | None = None
     aliases: tuple[str, ...] = ()
 
     @property
@@ -250,7 +253,11 @@ def run_job(job: BatchJob, args: argparse.Namespace) -> list[dict]:
     except OSError as exc:
         raise ConfigError(f"--output {output}: {exc.strerror or exc}") from None
     previous = load_results(output)
-    todo = [rel for rel in inputs if not _is_done(previous.get(rel), output)]
+    todo = [
+        rel
+        for rel in inputs
+        if not (_is_done(previous.get(rel), output) and (job.done is None or job.done(previous[rel], options)))
+    ]
     print(f"{job.name}: {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to run")
 
     if todo:

@@ -12,12 +12,10 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from serve_app.config.settings import REPO_ROOT
 from serve_app.jobs.runner import main
-from tests.helpers import job_argv, results_by_path
+from tests.helpers import job_argv, results_by_path, torch_renderer_config
 
 pytestmark = pytest.mark.graph
 
@@ -40,13 +38,7 @@ def stand_ins(monkeypatch):
 
 @pytest.fixture(scope="module")
 def serve_config(tmp_path_factory):
-    """The repo's serve config with MeshRenderer on its plain-torch backend."""
-    doc = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
-    [models] = [app for app in doc["applications"] if app["name"] == "models"]
-    models["args"]["models"]["MeshRenderer"] = {"config": {"backend": "torch", "supersample": 2}}
-    path = tmp_path_factory.mktemp("config") / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return torch_renderer_config(tmp_path_factory.mktemp("config"))
 
 
 @pytest.fixture
@@ -82,12 +74,14 @@ def test_job_writes_the_seed_layout_and_resumes(ray_cluster, folder, serve_confi
     assert weights["TDDFA"] == "tddfa-mb05-120" and weights["RetinaFace"] == "retinaface-det-500m"
     rel = "nested/deeper/one.jpg"
     expected = {
+        f"face3d/{rel}/faces.json",
         f"face3d/{rel}/face0.json",
         f"face3d/{rel}/face0_vertices.npy",
         f"seg/{rel}_masked.png",
         f"anon/{rel}/one.jpg.obj",
         f"anon/{rel}/one.jpg.mtl",
         f"anon/{rel}/one.jpg_texture.png",
+        f"anon/{rel}/one.jpg_vertices.npy",
         f"render/{rel}_front.png",
         f"anonymized/{rel}.png",
     }
@@ -105,7 +99,9 @@ def test_job_writes_the_seed_layout_and_resumes(ray_cluster, folder, serve_confi
     anonymized = np.asarray(Image.open(out / f"anonymized/{rel}.png"))
     assert anonymized.shape == photo.shape and not np.array_equal(anonymized, photo)
     assert "map_Kd one.jpg_texture.png" in (out / f"anon/{rel}/one.jpg.mtl").read_text()
-    assert np.asarray(Image.open(out / f"anon/{rel}/one.jpg_texture.png")).shape[:2] == (256, 256)
+    texture = np.asarray(Image.open(out / f"anon/{rel}/one.jpg_texture.png"))
+    assert texture.shape == (256, 256, 4) and (texture[..., 3] == 0).any()  # the cut-out, transparent
+    assert json.loads((out / f"face3d/{rel}/faces.json").read_text()) == {"width": 250, "height": 250, "faces": 1}
 
     # Two faces: face 0 keeps the seed's names, face 1 adds _face1.
     two = rows["two.jpg"]
