@@ -357,7 +357,8 @@ def jobs() -> dict[str, BatchJob]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(registry: dict[str, BatchJob]) -> argparse.ArgumentParser:
+    """The runner's command line: one subcommand per job and alias."""
     parser = argparse.ArgumentParser(
         prog="python -m serve_app.jobs.runner",
         description=__doc__,
@@ -365,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Every job's parser takes the seed tools' spellings too (serve_app/jobs/spelling.py).
     sub = parser.add_subparsers(dest="job", required=True, parser_class=JobParser)
-    registry = jobs()
     for name, job in sorted(registry.items()):
         p = sub.add_parser(
             name,
@@ -399,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         specs.add_arguments(p.add_argument_group("pipeline parameters"), job.spec.params)
         if job.add_arguments:
             job.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    registry = jobs()
+    parser = build_parser(registry)
     args = parser.parse_args(argv)
     from serve_app.config.assets import AssetCorrupt, AssetMissing
 

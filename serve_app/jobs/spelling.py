@@ -27,9 +27,8 @@ from serve_app.config.spec import FORM_BOOLEANS
 BOOLEAN_WORDS = FORM_BOOLEANS
 
 NOTE = (
-    "Seed spellings: every option also answers to its underscore spelling (--n_augmentations for "
-    "--n-augmentations), and every on/off option takes 1 or 0 (--remove_mouth 1, --bg_white 0) or "
-    "stands alone for on (--keep_pose)."
+    "Seed spellings: every option also answers to the underscore spelling shown beside it, and every "
+    "on/off option takes 1 or 0 (true or false) or stands alone for on."
 )
 
 
