@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deployments.geometry import shorter_side
 from deployments.tddfa.crops import crops_for_boxes
 from serve_app.faces import face3d
 from serve_app.jobs import anonymize_files as files
@@ -62,9 +63,9 @@ async def reconstruct_faces(
     """Step 1, as the pipeline does it: every face big enough for a crop, best first, one
     TDDFA item for all of them."""
     height, width = image.shape[:2]
-    detections = [
-        f for f in await detect_faces(image, detect) if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= MIN_FACE_SIDE
-    ][: params.max_num_faces]
+    detections = [f for f in await detect_faces(image, detect) if shorter_side(f.box) >= MIN_FACE_SIDE][
+        : params.max_num_faces
+    ]
     if not detections:
         return []
     crops, rois = await asyncio.to_thread(crops_for_boxes, image, [f.box for f in detections])
