@@ -1,7 +1,7 @@
 """The anonymize job's --steps on a small folder (one face, no face) on the shared local
 Ray cluster: the seed's steps run one range at a time over the folders give the files
 of one full run; a re-render with other render options reads anon/ and leaves the
-earlier steps' files alone; a step whose input is not there is an error row naming it.
+earlier steps' files alone; a step whose input is not there names the step to run first.
 The morphable model is the production name, served by its stand-in; the renderer runs
 its plain-torch backend (tests/helpers.py)."""
 
@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serve_app.errors import ApiError
+from serve_app.jobs import anonymize_files
 from serve_app.jobs.anonymize_steps import STEPS, parse_steps
 from serve_app.jobs.runner import main
 from tests.helpers import job_argv, results_by_path, torch_renderer_config
@@ -78,11 +80,6 @@ def full(ray_cluster, folder, serve_config, tmp_path_factory):
 
 def test_steps_one_range_at_a_time_give_the_full_runs_files(full, folder, serve_config, tmp_path):
     out = tmp_path / "out"
-    # Nothing reconstructed yet: each input is an error row naming what is missing.
-    rows = run(folder, out, serve_config, "--steps", "anonymization")
-    assert rows[REL]["error"] == (
-        f"missing_step: no face3d/{REL}/faces.json under --output: run the face3d step first (--steps face3d,...)"
-    )
     rows = run(folder, out, serve_config, "--steps", "face3d,segmentation")
     assert rows[REL]["error"] is None and rows[REL]["steps"] == ["face3d", "segmentation"]
     assert set(rows[REL]["outputs"].values()) == {
@@ -122,6 +119,22 @@ def test_rerender_with_other_options_reads_anon_and_leaves_the_rest(full, folder
     capsys.readouterr()
     run(folder, out, serve_config, "--steps", "renderer", "--img_size", "96", "--bg_white", "1")
     assert "2 inputs, 2 already done, 0 to run" in capsys.readouterr().out
+
+
+def test_a_step_whose_input_is_missing_names_it(full, tmp_path):
+    """An error row (ApiError -> `code: message`) that says which step to run first."""
+    out = tmp_path / "out"
+    with pytest.raises(ApiError, match=rf"^no face3d/{REL}/faces.json under --output: run the face3d step first"):
+        anonymize_files.read_face3d(out, REL, (250, 250))
+    shutil.copytree(full / "face3d", out / "face3d")
+    assert len(anonymize_files.read_face3d(out, REL, (250, 250))) == 1
+    with pytest.raises(ApiError, match="is for a 250x250 image, this one is 300x250"):
+        anonymize_files.read_face3d(out, REL, (250, 300))
+    with pytest.raises(ApiError, match=rf"no seg/{REL}_masked.png .* run the segmentation step first") as info:
+        anonymize_files.read_seg(out, REL, (250, 250))
+    assert info.value.code == "missing_step"
+    with pytest.raises(ApiError, match=rf"no anon/{REL}/one.jpg.obj .* run the anonymization step first"):
+        anonymize_files.read_anon(out, REL, 1)
 
 
 def test_steps_are_a_contiguous_range_in_order(tmp_path):
