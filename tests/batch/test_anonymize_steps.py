@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from serve_app.errors import ApiError
-from serve_app.jobs import anonymize_files
+from serve_app.jobs import anonymize_files, runner
 from serve_app.jobs.anonymize_steps import STEPS, parse_steps
 from serve_app.jobs.runner import main
 from tests.helpers import job_argv, results_by_path, torch_renderer_config
@@ -62,7 +62,9 @@ def run(folder, out, serve_config, *extra, status=0) -> dict[str, dict]:
 
 
 def files(out) -> set[str]:
-    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "results.jsonl"}
+    """The job's files under `out`, the runner's bookkeeping (rewritten by every run) aside."""
+    bookkeeping = {runner.RESULTS_FILE, runner.WEIGHTS_FILE}
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name not in bookkeeping}
 
 
 def pixels(path) -> np.ndarray:
