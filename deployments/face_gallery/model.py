@@ -33,10 +33,11 @@ from deployments.face_gallery.errors import (
     GalleryFailure,
     InvalidRequest,
     PersonNotFound,
+    StoreUnavailable,
     WeightsMismatch,
 )
 from deployments.face_gallery.index import EmbeddingIndex, Match, unit_rows
-from deployments.face_gallery.store import FaceRows, NewFace, PersonRecord, SqlStore, open_store
+from deployments.face_gallery.store import FaceRows, NewFace, NewPerson, PersonRecord, SqlStore, open_store
 from deployments.types import Placement
 
 MAX_LIST_LIMIT = 1000
@@ -195,18 +196,21 @@ class FaceGallery:
     # --- the model contract ---------------------------------------------------------------
     def predict(self, items: list) -> list:
         with self._lock:
-            out: list = [None] * len(items)
+            out: list = []
             i = 0
             while i < len(items):
-                if isinstance(items[i], Search):  # a run of searches: one sync, one product
-                    j = i
-                    while j < len(items) and isinstance(items[j], Search):
+                kind = type(items[i])
+                j = i + 1
+                if kind in (Search, Enrol):  # a run of these is answered together
+                    while j < len(items) and type(items[j]) is kind:
                         j += 1
-                    out[i:j] = self._searches(items[i:j])
-                    i = j
+                if kind is Search:  # one sync, one product with the gallery
+                    out.extend(self._searches(items[i:j]))
+                elif kind is Enrol:  # one transaction: one commit, one disk sync
+                    out.extend(self._enrolments(items[i:j]))
                 else:
-                    out[i] = self._guarded(self._one, items[i])
-                    i += 1
+                    out.append(self._guarded(self._one, items[i]))
+                i = j
             return out
 
     @staticmethod
@@ -218,12 +222,30 @@ class FaceGallery:
         except ValueError as exc:  # a malformed item (embeddings of the wrong shape, NaN)
             return GalleryFailure.of(InvalidRequest(str(exc)))
 
+    def _enrolments(self, items: list[Enrol]) -> list:
+        """Enrolments of one batch in one transaction when they can share it (same
+        weights and width, each well formed); otherwise, or when the shared one is
+        refused, one transaction each, so each item gets its own answer."""
+        try:
+            people = [self._new_person(item) for item in items]
+        except (GalleryError, ValueError):
+            people = None
+        if people and len({(item.weights, self._dim(item.embeddings)) for item in items}) == 1:
+            try:
+                return self.store.create_people(people, items[0].weights, self._dim(items[0].embeddings))
+            except GalleryError as exc:
+                if isinstance(exc, StoreUnavailable) or len(items) == 1:
+                    return [GalleryFailure.of(exc)] * len(items)
+        return [self._guarded(self._enrol_one, item) for item in items]
+
+    def _new_person(self, item: Enrol) -> NewPerson:
+        return NewPerson(item.name, dict(item.metadata), self._new_faces(item.embeddings, item.crops), item.actor)
+
+    def _enrol_one(self, item: Enrol) -> PersonRecord:
+        (record,) = self.store.create_people([self._new_person(item)], item.weights, self._dim(item.embeddings))
+        return record
+
     def _one(self, item):
-        if isinstance(item, Enrol):
-            faces = self._new_faces(item.embeddings, item.crops)
-            return self.store.create_person(
-                item.name, dict(item.metadata), faces, item.weights, self._dim(item.embeddings), item.actor
-            )
         if isinstance(item, AddFaces):
             faces = self._new_faces(item.embeddings, item.crops)
             return self.store.add_faces(item.person_id, faces, item.weights, self._dim(item.embeddings), item.actor)

@@ -61,6 +61,14 @@ class NewFace:
 
 
 @dataclass(frozen=True)
+class NewPerson:
+    name: str | None
+    metadata: dict
+    faces: Sequence[NewFace]
+    actor: str  # who asked, for the audit log
+
+
+@dataclass(frozen=True)
 class PersonRecord:
     person_id: str
     name: str | None
@@ -104,6 +112,7 @@ class GalleryStore(Protocol):
     def create_person(
         self, name: str | None, metadata: dict, faces: Sequence[NewFace], weights: str, dim: int, actor: str
     ) -> PersonRecord: ...
+    def create_people(self, people: Sequence[NewPerson], weights: str, dim: int) -> list[PersonRecord]: ...
     def add_faces(
         self, person_id: str, faces: Sequence[NewFace], weights: str, dim: int, actor: str
     ) -> PersonRecord: ...
@@ -227,11 +236,13 @@ class SqlStore:
         tx.run("UPDATE gallery_meta SET weights = ?, dim = ? WHERE id = 1", (weights, dim))
 
     @staticmethod
-    def _insert_faces(tx: Tx, person_id: str, faces: Sequence[NewFace], weights: str, at: int) -> None:
-        tx.many(
-            "INSERT INTO faces (id, person_id, embedding, weights, crop, created_at_us) VALUES (?, ?, ?, ?, ?, ?)",
-            [(uuid.uuid4().hex, person_id, f.embedding, weights, f.crop, at) for f in faces],
-        )
+    def _insert_faces(tx: Tx, faces: Sequence[tuple[str, NewFace]], weights: str, at: int) -> None:
+        """faces: (person id, face) pairs."""
+        if faces:
+            tx.many(
+                "INSERT INTO faces (id, person_id, embedding, weights, crop, created_at_us) VALUES (?, ?, ?, ?, ?, ?)",
+                [(uuid.uuid4().hex, pid, f.embedding, weights, f.crop, at) for pid, f in faces],
+            )
 
     @staticmethod
     def _changed(tx: Tx, person_id: str, seq: int) -> None:
@@ -258,21 +269,29 @@ class SqlStore:
     def create_person(
         self, name: str | None, metadata: dict, faces: Sequence[NewFace], weights: str, dim: int, actor: str
     ) -> PersonRecord:
-        person_id = uuid.uuid4().hex
+        return self.create_people([NewPerson(name, metadata, faces, actor)], weights, dim)[0]
 
-        def work(tx: Tx) -> PersonRecord:
+    def create_people(self, people: Sequence[NewPerson], weights: str, dim: int) -> list[PersonRecord]:
+        """Several people in ONE transaction (one commit, one disk sync): a replica's
+        batch of enrolments, or a dataset imported in blocks. All or none."""
+        ids = [uuid.uuid4().hex for _ in people]
+
+        def work(tx: Tx) -> list[PersonRecord]:
             seq = self._bump(tx)
-            if faces:
+            if any(p.faces for p in people):
                 self._claim_weights(tx, weights, dim)
             at = now_us()
-            tx.run(
+            tx.many(
                 "INSERT INTO people (id, name, metadata, created_at_us) VALUES (?, ?, ?, ?)",
-                (person_id, name, self._json_param(metadata), at),
+                [(pid, p.name, self._json_param(p.metadata), at) for pid, p in zip(ids, people)],
             )
-            self._insert_faces(tx, person_id, faces, weights, at)
-            self._changed(tx, person_id, seq)
-            self._audit(tx, at, actor, "enrol", person_id, len(faces))
-            return PersonRecord(person_id, name, dict(metadata), len(faces), at)
+            self._insert_faces(tx, [(pid, f) for pid, p in zip(ids, people) for f in p.faces], weights, at)
+            tx.many("INSERT INTO changes (person_id, seq) VALUES (?, ?)", [(pid, seq) for pid in ids])
+            tx.many(
+                "INSERT INTO audit_log (at_us, actor, action, person_id, faces) VALUES (?, ?, ?, ?, ?)",
+                [(at, p.actor, "enrol", pid, len(p.faces)) for pid, p in zip(ids, people)],
+            )
+            return [PersonRecord(pid, p.name, dict(p.metadata), len(p.faces), at) for pid, p in zip(ids, people)]
 
         return self._run(work, write=True)
 
@@ -284,7 +303,7 @@ class SqlStore:
             if faces:
                 self._claim_weights(tx, weights, dim)
             at = now_us()
-            self._insert_faces(tx, person_id, faces, weights, at)
+            self._insert_faces(tx, [(person_id, f) for f in faces], weights, at)
             self._changed(tx, person_id, seq)
             self._audit(tx, at, actor, "add_faces", person_id, len(faces))
             return self._person(tx, person_id)

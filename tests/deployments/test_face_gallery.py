@@ -313,6 +313,30 @@ def test_searches_and_writes_in_one_batch_keep_their_order(backend):
     assert [r.code for r in out[3:]] == [InvalidRequest.code, InvalidRequest.code, PersonNotFound.code]
 
 
+def test_a_batch_of_enrolments_commits_together_and_fails_alone(backend):
+    """A batch of enrolments is one transaction; an item the gallery refuses (other
+    weights, a malformed embedding) fails alone and the rest are enrolled."""
+    rng = np.random.default_rng(13)
+    g = backend.gallery()
+    enrol(g, unit(rng.normal(size=DIM))[None], name="first")
+    vectors = unit(rng.normal(size=(4, DIM)))
+    seq_before = g.store.current_seq()
+    together = g.predict([Enrol(v[None], W, name=f"b{i}") for i, v in enumerate(vectors[:3])])
+    assert [r.name for r in together] == ["b0", "b1", "b2"]
+    assert g.store.current_seq() == seq_before + 1  # one transaction for the three
+    mixed = g.predict(
+        [
+            Enrol(vectors[3][None], W, name="ok"),
+            Enrol(unit(rng.normal(size=(1, DIM))), "another-128d", name="other weights"),
+            Enrol(np.full((1, DIM), np.inf, np.float32), W, name="not finite"),
+        ]
+    )
+    assert mixed[0].name == "ok"
+    assert [r.code for r in mixed[1:]] == [WeightsMismatch.code, InvalidRequest.code]
+    names = {m.name for m in search(g, vectors, top_k=1) for m in m}
+    assert names == {"b0", "b1", "b2", "ok"} and g.store.face_count() == 5
+
+
 # --- durability ------------------------------------------------------------------------------
 
 
