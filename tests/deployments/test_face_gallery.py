@@ -573,9 +573,9 @@ def test_dsn_from_a_mounted_secret_file(backend, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def arcface_embeddings(asset, photos_dir):
     """{name: 128-d embedding} of the largest face of a few photos, by the test ArcFace."""
-    from deployments.arcface import ArcFace, ArcFaceConfig
-    from deployments.retinaface import RetinaFace, RetinaFaceConfig
-    from serve_app.face_align import aligned_crops
+    from deployments.arcface.model import ArcFace, ArcFaceConfig
+    from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+    from serve_app.faces.align import aligned_crops
     from serve_app.imaging import decode_image
 
     detector = RetinaFace(RetinaFaceConfig(model_path=str(asset("retinaface-det-500m"))))
@@ -596,7 +596,7 @@ def arcface_embeddings(asset, photos_dir):
 
 
 def test_real_faces_recognised_and_strangers_not(backend, arcface_embeddings):
-    from serve_app.model_tier import recogniser_threshold
+    from serve_app.config.model_tier import recogniser_threshold
 
     faces, crowd = arcface_embeddings
     weights = "arcface-mobilefacenet-128d"
