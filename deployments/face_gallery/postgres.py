@@ -2,9 +2,11 @@
 (`facegraph` by default) so the gallery's tables never meet an application's.
 
 The connection is autocommit with explicit transactions: nothing is left "idle in
-transaction" between calls. Reads are REPEATABLE READ, READ ONLY (one snapshot: the
-sequence number and the faces read with it agree). A writer that waits longer than
-`lock_timeout_s` for another gives up, so a stuck writer becomes a 503, not a hang.
+transaction" between calls. Reads of several statements are one REPEATABLE READ,
+READ ONLY snapshot (the sequence number and the faces read with it agree); a
+one-statement read (the sequence check before every search) is one round trip. A
+writer that waits longer than `lock_timeout_s` for another gives up, so a stuck
+writer becomes a 503, not a hang.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from deployments.face_gallery.store import SCHEMA_VERSION, SqlStore
+from deployments.face_gallery.store import SCHEMA_VERSION, SINGLE, WRITE, SqlStore
 
 SCHEMA_LOCK_KEY = 0x46474C59  # advisory lock: replicas starting together create the tables once
 
@@ -53,7 +55,7 @@ class PostgresStore(SqlStore):
         self.schema = schema
         self.lock_timeout_s = lock_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self._run(lambda tx: None, write=False)  # create the schema now: a bad DSN fails the replica's start
+        self._run(lambda tx: None, SINGLE)  # create the schema now: a bad DSN fails the replica's start
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(
@@ -77,11 +79,21 @@ class PostgresStore(SqlStore):
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, conn: psycopg.Connection, write: bool):
-        with conn.transaction():
-            if not write:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    def _transaction(self, conn: psycopg.Connection, mode: str):
+        if mode == SINGLE:  # autocommit: the statement is its own transaction, one round trip
             yield
+        elif mode == WRITE:
+            with conn.transaction():
+                yield
+        else:  # one statement opens the snapshot (conn.transaction() would need a second)
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _json_param(self, value: dict) -> Jsonb:
         return Jsonb(value)

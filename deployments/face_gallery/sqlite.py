@@ -14,7 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from deployments.face_gallery.store import SCHEMA_VERSION, SqlStore
+from deployments.face_gallery.store import SCHEMA_VERSION, SINGLE, WRITE, SqlStore
 
 DB_NAME = "gallery.sqlite3"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -50,7 +50,7 @@ class SqliteStore(SqlStore):
         self.path = self.directory / DB_NAME
         self.synchronous = synchronous.upper()
         self.busy_timeout_s = busy_timeout_s
-        self._run(lambda tx: None, write=False)  # create the schema now: a bad data dir fails the replica's start
+        self._run(lambda tx: None, SINGLE)  # create the schema now: a bad data dir fails the replica's start
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -81,10 +81,13 @@ class SqliteStore(SqlStore):
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, conn: sqlite3.Connection, write: bool):
+    def _transaction(self, conn: sqlite3.Connection, mode: str):
+        if mode == SINGLE:  # autocommit: the statement is its own transaction
+            yield
+            return
         # IMMEDIATE takes the write lock up front: two writers never both read and then
-        # deadlock upgrading. A deferred BEGIN makes a read one snapshot (WAL).
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        # deadlock upgrading. A deferred BEGIN makes the reads one snapshot (WAL).
+        conn.execute("BEGIN IMMEDIATE" if mode == WRITE else "BEGIN")
         try:
             yield
         except BaseException:

@@ -44,6 +44,10 @@ from deployments.face_gallery.errors import PersonNotFound, StoreUnavailable, We
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
+# How a piece of store work runs (SqlStore._run):
+WRITE = "write"  # one transaction holding the write lock
+SNAPSHOT = "snapshot"  # several reads in one consistent snapshot
+SINGLE = "single"  # one statement, its own transaction: one round trip
 DATA_DIR_ENV = "FACEGRAPH_DATA_DIR"
 DEFAULT_DATA_DIR = ".facegraph"
 DSN_ENV = "FACEGRAPH_DATABASE_URL"
@@ -166,9 +170,9 @@ class SqlStore:
     def _connect(self) -> Any:
         raise NotImplementedError
 
-    def _transaction(self, conn: Any, write: bool):
-        """A context manager: one transaction, committed on success, rolled back on error;
-        a read is one consistent snapshot."""
+    def _transaction(self, conn: Any, mode: str):
+        """A context manager around `mode`'s work (WRITE, SNAPSHOT or SINGLE):
+        committed on success, rolled back on error."""
         raise NotImplementedError
 
     def _json_param(self, value: dict) -> Any:
@@ -194,7 +198,7 @@ class SqlStore:
             except Exception:  # closing a broken connection may fail too; it is gone either way
                 pass
 
-    def _run(self, work: Callable[[Tx], T], write: bool) -> T:
+    def _run(self, work: Callable[[Tx], T], mode: str) -> T:
         """`work` in one transaction. A read that fails on a connection that broke
         since its last use (a restarted server) is tried once more on a fresh one; a
         write is not (it may have committed), and the caller gets StoreUnavailable."""
@@ -202,11 +206,11 @@ class SqlStore:
             for attempt in (0, 1):
                 try:
                     conn = self._connection()
-                    with self._transaction(conn, write):
+                    with self._transaction(conn, mode):
                         return work(Tx(conn, self.placeholder))
                 except self.unavailable as exc:
                     self._drop_connection()
-                    if write or attempt:
+                    if mode == WRITE or attempt:
                         # The driver's message names the failure, never a parameter value.
                         raise StoreUnavailable(f"the {self.backend} store is unavailable: {_first_line(exc)}") from None
             raise AssertionError("unreachable")
@@ -293,7 +297,7 @@ class SqlStore:
             )
             return [PersonRecord(pid, p.name, dict(p.metadata), len(p.faces), at) for pid, p in zip(ids, people)]
 
-        return self._run(work, write=True)
+        return self._run(work, WRITE)
 
     def add_faces(self, person_id: str, faces: Sequence[NewFace], weights: str, dim: int, actor: str) -> PersonRecord:
         def work(tx: Tx) -> PersonRecord:
@@ -308,7 +312,7 @@ class SqlStore:
             self._audit(tx, at, actor, "add_faces", person_id, len(faces))
             return self._person(tx, person_id)
 
-        return self._run(work, write=True)
+        return self._run(work, WRITE)
 
     def delete_person(self, person_id: str, actor: str) -> int:
         """-> faces erased. Unknown id: PersonNotFound."""
@@ -322,7 +326,7 @@ class SqlStore:
             self._audit(tx, now_us(), actor, "delete", person_id, erased)
             return erased
 
-        erased = self._run(work, write=True)
+        erased = self._run(work, WRITE)
         with self._lock:
             try:
                 self._after_delete(self._connection())
@@ -332,12 +336,13 @@ class SqlStore:
 
     # --- reads ----------------------------------------------------------------------------
     def current_seq(self) -> int:
-        return self._run(lambda tx: int(tx.one("SELECT value FROM gallery_seq WHERE id = 1")[0]), write=False)
+        return self._run(lambda tx: int(tx.one("SELECT value FROM gallery_seq WHERE id = 1")[0]), SINGLE)
 
     def _meta(self, tx: Tx) -> tuple[int, str | None, int | None]:
-        seq = int(tx.one("SELECT value FROM gallery_seq WHERE id = 1")[0])
-        weights, dim = tx.one("SELECT weights, dim FROM gallery_meta WHERE id = 1")
-        return seq, weights, dim
+        seq, weights, dim = tx.one(
+            "SELECT s.value, m.weights, m.dim FROM gallery_seq s, gallery_meta m WHERE s.id = 1 AND m.id = 1"
+        )
+        return int(seq), weights, dim
 
     def load(self) -> FaceRows:
         def work(tx: Tx) -> FaceRows:
@@ -348,7 +353,7 @@ class SqlStore:
             )
             return FaceRows(seq, weights, dim, [(r[0], r[1], bytes(r[2])) for r in rows])
 
-        return self._run(work, write=False)
+        return self._run(work, SNAPSHOT)
 
     def changes_since(self, seq: int) -> FaceRows:
         def work(tx: Tx) -> FaceRows:
@@ -371,10 +376,10 @@ class SqlStore:
                     out.rows.append((person_id, name, bytes(embedding)))
             return out
 
-        return self._run(work, write=False)
+        return self._run(work, SNAPSHOT)
 
     def get_person(self, person_id: str) -> PersonRecord | None:
-        return self._run(lambda tx: self._person(tx, person_id), write=False)
+        return self._run(lambda tx: self._person(tx, person_id), SINGLE)
 
     def list_people(self, limit: int, after: tuple[int, str] | None) -> list[PersonRecord]:
         """Oldest first; `after` = (created_at_us, id) of the last one seen (keyset
@@ -391,24 +396,24 @@ class SqlStore:
                 )
             return [self._record(r) for r in rows]
 
-        return self._run(work, write=False)
+        return self._run(work, SINGLE)
 
     def audit(self, person_id: str | None = None) -> list[AuditEntry]:
         sql = "SELECT at_us, actor, action, person_id, faces FROM audit_log"
         params: tuple = ()
         if person_id is not None:
             sql, params = sql + " WHERE person_id = ?", (person_id,)
-        return self._run(lambda tx: [AuditEntry(*r) for r in tx.all(sql + " ORDER BY id", params)], write=False)
+        return self._run(lambda tx: [AuditEntry(*r) for r in tx.all(sql + " ORDER BY id", params)], SINGLE)
 
     def crops(self, person_id: str) -> list[bytes]:
         rows = self._run(
             lambda tx: tx.all("SELECT crop FROM faces WHERE person_id = ? AND crop IS NOT NULL", (person_id,)),
-            write=False,
+            SINGLE,
         )
         return [bytes(r[0]) for r in rows]
 
     def face_count(self) -> int:
-        return self._run(lambda tx: int(tx.one("SELECT count(*) FROM faces")[0]), write=False)
+        return self._run(lambda tx: int(tx.one("SELECT count(*) FROM faces")[0]), SINGLE)
 
 
 def _first_line(exc: BaseException) -> str:
