@@ -25,6 +25,8 @@ import argparse
 import gc
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="an existing PostgreSQL (a schema of its own is made and dropped)")
     parser.add_argument("--sqlite-synchronous", default="FULL", help="FULL (the default) or NORMAL")
     args = parser.parse_args(argv)
+    # SIGTERM as an exception: the temporary data dir and the PostgreSQL server are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.faces < args.enrol * 5 // 4 + args.probes:
         parser.error("--faces must exceed the enrolled faces and the probes")
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 One float32 matrix of unit rows (the raw embeddings and nothing more per face but a
 4-byte owner), so 100,000 faces of 128 dimensions are one 51 MB matrix-vector product
 per probe. Rows of a removed person are freed at once and reused by later faces; the
-matrix grows by a quarter at a time, so memory stays close to the raw embeddings.
+matrix grows by an eighth at a time, so memory stays close to the raw embeddings.
 
 A person's similarity to a probe is their best face's: one good enrolment photo is
 enough, and adding faces only ever helps recall.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GROWTH = 1.25  # capacity grows by this factor: bounded slack, amortised copies
+GROWTH = 1.125  # capacity grows by an eighth: little slack, copies still amortised
 MIN_GROWTH_ROWS = 1024
 
 
@@ -109,14 +109,22 @@ class EmbeddingIndex:
         owner[: self.used] = self.owner[: self.used]
         self.matrix, self.owner = matrix, owner
 
-    def reserve(self, rows: int) -> None:
-        """Room for `rows` faces in all (a load of a known size allocates once)."""
-        if rows > len(self.matrix):
-            matrix = np.zeros((rows, self.dim), np.float32)
-            matrix[: self.used] = self.matrix[: self.used]
-            owner = np.full(rows, -1, np.int32)
-            owner[: self.used] = self.owner[: self.used]
-            self.matrix, self.owner = matrix, owner
+    def load(self, rows: list[tuple[str, str | None, bytes]]) -> None:
+        """An empty index filled at once from (person id, name, unit float32 bytes) rows
+        grouped by person: one matrix of exactly their size, no per-face work."""
+        if self.used:
+            raise ValueError("load() fills an empty index")
+        if not rows:
+            return
+        self.matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(-1, self.dim).copy()
+        starts = [k for k in range(len(rows)) if k == 0 or rows[k][0] != rows[k - 1][0]]
+        counts = np.diff(starts + [len(rows)])
+        if len(set(rows[k][0] for k in starts)) != len(starts):
+            raise ValueError("load() needs the rows grouped by person")
+        self.people = [(rows[k][0], rows[k][1]) for k in starts]
+        self.slot_of = {person_id: slot for slot, (person_id, _) in enumerate(self.people)}
+        self.owner = np.repeat(np.arange(len(starts), dtype=np.int32), counts)
+        self.used = len(rows)
 
     def search(self, probes: np.ndarray, top_k: int, threshold: float) -> list[list[Match]]:
         """For each probe (unit rows [P, D]): the people whose best face has cosine

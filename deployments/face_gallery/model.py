@@ -166,12 +166,10 @@ class FaceGallery:
     # --- keeping the index in step with the store -------------------------------------------
     def _load(self) -> None:
         rows = self.store.load()
-        self.index, self.seq = None, rows.seq
-        self.weights = rows.weights
-        if rows.dim is not None:
-            self.index = EmbeddingIndex(rows.dim)
-            self.index.reserve(len(rows.rows))
-        self._apply(rows)
+        self.index = EmbeddingIndex(rows.dim) if rows.dim is not None else None
+        if self.index is not None:
+            self.index.load(rows.rows)  # the store's rows come grouped by person
+        self.weights, self.seq = rows.weights, rows.seq
 
     def _apply(self, rows: FaceRows) -> None:
         if rows.dim is not None and (self.index is None or self.index.dim != rows.dim):

@@ -609,3 +609,33 @@ def test_real_faces_recognised_and_strangers_not(backend, arcface_embeddings):
     assert [m.person_id for m in same][:1] == [rob.person_id]
     strangers = search(g, crowd, weights=weights, threshold=threshold)
     assert len(crowd) >= 5 and all(m == [] for m in strangers)
+
+
+# --- the index on its own ------------------------------------------------------------------------
+
+
+def test_index_ranks_people_not_faces():
+    """One person with many faces closer to the probe than anyone else's must not
+    crowd the others out of top_k: people are ranked by their best face."""
+    from deployments.face_gallery.index import EmbeddingIndex
+
+    rng = np.random.default_rng(14)
+    probe = unit(rng.normal(size=DIM))
+    index = EmbeddingIndex(DIM)
+    index.set_person("many", "many", np.stack([near(probe, rng, 0.1) for _ in range(50)]))
+    index.set_person("second", "second", near(probe, rng, 0.5)[None])
+    index.set_person("third", "third", near(probe, rng, 0.8)[None])
+    index.set_person("gone", "gone", probe[None])
+    index.remove_person("gone")
+    found = index.search(probe[None], top_k=3, threshold=0.0)[0]
+    assert [m.person_id for m in found] == ["many", "second", "third"]
+    assert found[0].similarity > found[1].similarity > found[2].similarity
+    # A bulk load gives the same answers as faces added one person at a time.
+    rows = []
+    for person_id, name in ("many", "many"), ("second", "second"), ("third", "third"):
+        slot = index.slot_of[person_id]
+        for row in np.flatnonzero(index.owner[: index.used] == slot):
+            rows.append((person_id, name, index.matrix[row].astype("<f4").tobytes()))
+    loaded = EmbeddingIndex(DIM)
+    loaded.load(rows)
+    assert loaded.search(probe[None], top_k=3, threshold=0.0)[0] == found
