@@ -51,6 +51,7 @@ from serve_app.web.people_schemas import (
     EnrolResponse,
     PeopleListResponse,
     PersonMatch,
+    PersonOut,
     PersonResponse,
     SearchedFace,
     SearchRequest,
@@ -102,8 +103,8 @@ models = calls.calls()
 add_health_routes(app, lambda: calls)
 
 
-def person_response(record: PersonRecord) -> PersonResponse:
-    return PersonResponse(
+def person_out(record: PersonRecord) -> PersonOut:
+    return PersonOut(
         person_id=record.person_id,
         name=record.name,
         metadata=record.metadata,
@@ -139,6 +140,7 @@ class PeopleIngress:
         self.max_concurrent_images = args.max_concurrent_images
         self.request_timeout_s = args.request_timeout_s
         self._recogniser: tuple[float, str, float | None] | None = None  # (when, weights, threshold)
+        auth.expected_digest()  # the key read, or generated and its path logged, as the replica starts
 
     async def recogniser(self) -> tuple[str, float | None]:
         """(the weights ArcFace serves, their calibrated threshold or None)."""
@@ -192,11 +194,14 @@ class PeopleIngress:
     @app.get("/", response_model=PeopleListResponse, responses=ERRORS)
     async def list_people(
         self,
+        request: Request,
         limit: int = Query(20, ge=1, le=100, description="people per page"),
         cursor: str | None = Query(None, max_length=512, description="next_cursor of the previous page"),
     ) -> PeopleListResponse:
         page = await self._deadline(call_gallery(models["gallery"], ListPeople(limit, cursor)))
-        return PeopleListResponse(people=[person_response(p) for p in page.people], next_cursor=page.next_cursor)
+        return PeopleListResponse(
+            request_id=request_id(request), people=[person_out(p) for p in page.people], next_cursor=page.next_cursor
+        )
 
     @app.post("/search", response_model=SearchResponse, responses=ERRORS)
     async def search(self, request: Request, body: SearchRequest) -> SearchResponse:
@@ -247,8 +252,9 @@ class PeopleIngress:
         )
 
     @app.get("/{person_id}", response_model=PersonResponse, responses=ERRORS)
-    async def get_person(self, person_id: str) -> PersonResponse:
-        return person_response(await self._deadline(call_gallery(models["gallery"], GetPerson(person_id))))
+    async def get_person(self, request: Request, person_id: str) -> PersonResponse:
+        record = await self._deadline(call_gallery(models["gallery"], GetPerson(person_id)))
+        return PersonResponse(request_id=request_id(request), **person_out(record).model_dump())
 
     @app.delete("/{person_id}", status_code=204, responses=ERRORS)
     async def delete_person(self, request: Request, person_id: str) -> Response:

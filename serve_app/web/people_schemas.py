@@ -46,7 +46,7 @@ class EnrolResponse(BaseModel):
     image_errors: list[ImageError] = Field(default_factory=list, description="images that gave no face")
 
 
-class PersonResponse(BaseModel):
+class PersonOut(BaseModel):
     person_id: str
     name: str | None
     metadata: dict
@@ -54,8 +54,13 @@ class PersonResponse(BaseModel):
     created_at: str = Field(description="UTC, ISO 8601")
 
 
+class PersonResponse(PersonOut):
+    request_id: str
+
+
 class PeopleListResponse(BaseModel):
-    people: list[PersonResponse] = Field(description="oldest first")
+    request_id: str
+    people: list[PersonOut] = Field(description="oldest first")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: this is the last")
 
 
