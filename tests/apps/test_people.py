@@ -10,9 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve_app.config.model_tier import MODELS
 from tests.helpers import assert_error, ok
 
 pytestmark = pytest.mark.graph
+
+if "FaceGallery" not in MODELS:
+    # Until the people gallery is wired into the model tier (its MODELS entry, serve_config.yaml, TEST_MODELS).
+    pytest.skip("FaceGallery is not in the model tier's MODELS yet", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
