@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deployments.base import Model
+from deployments.face_gallery.backends import open_store
 from deployments.face_gallery.errors import (
     GalleryError,
     GalleryFailure,
@@ -37,7 +39,7 @@ from deployments.face_gallery.errors import (
     WeightsMismatch,
 )
 from deployments.face_gallery.index import EmbeddingIndex, Match, unit_rows
-from deployments.face_gallery.store import FaceRows, NewFace, NewPerson, PersonRecord, SqlStore, open_store
+from deployments.face_gallery.store import FaceRows, NewFace, NewPerson, PersonRecord, SqlStore
 from deployments.types import Placement
 
 MAX_LIST_LIMIT = 1000
@@ -143,9 +145,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidRequest("cursor: not a cursor this gallery gave out") from None
 
 
-class FaceGallery:
+class FaceGallery(Model):
     def __init__(self, cfg: FaceGalleryConfig = FaceGalleryConfig(), placement: Placement = Placement()):
-        self.cfg = cfg
+        super().__init__(cfg, placement)
         self.store: SqlStore = open_store(
             cfg.store,
             data_dir_path=cfg.data_dir,
@@ -154,7 +156,6 @@ class FaceGallery:
             busy_timeout_s=cfg.busy_timeout_s,
             connect_timeout_s=cfg.connect_timeout_s,
         )
-        self.backend = self.store.backend  # health: which store (serving.describe reads `backend`)
         # Concurrent callers in one process (a batch job's threads) share the index and
         # the store's one connection; Serve calls predict one batch at a time anyway.
         self._lock = threading.Lock()
@@ -326,6 +327,10 @@ class FaceGallery:
             if rows.shape[1] != self.index.dim:
                 raise InvalidRequest(f"probes of {rows.shape[1]} dimensions in a gallery of {self.index.dim}")
         return rows
+
+    def describe(self) -> dict[str, str | None]:
+        """Health: no runtime of its own to name; the store it keeps people in."""
+        return {"runtime": None, "backend": self.store.backend}
 
     def close(self) -> None:
         self.store.close()

@@ -31,7 +31,7 @@ from deployments.face_gallery.store import PersonRecord
 from serve_app import display, errors
 from serve_app.apps.face_extract import base64_loader, check_images, max_body_bytes, url_loader
 from serve_app.apps.ingress import ModelCalls, add_health_routes, guarded
-from serve_app.config.model_tier import recogniser_threshold
+from serve_app.config.model_tier import NoCalibratedThreshold, calibrated_threshold
 from serve_app.config.settings import settings
 from serve_app.imaging import OverBudget, PixelBudget
 from serve_app.pipelines.people import (
@@ -148,7 +148,10 @@ class PeopleIngress:
         if self._recogniser is None or now - self._recogniser[0] > RECOGNISER_TTL_S:
             handle = await calls.handle(SPEC.models["embed"])
             weights = (await handle.describe.remote())["weights"]
-            threshold = await asyncio.to_thread(recogniser_threshold, weights)
+            try:
+                threshold = await asyncio.to_thread(calibrated_threshold, weights)
+            except NoCalibratedThreshold:  # enrolment needs none; a search without one is refused
+                threshold = None
             self._recogniser = (now, weights, threshold)
         return self._recogniser[1], self._recogniser[2]
 
@@ -214,7 +217,8 @@ class PeopleIngress:
             if threshold is None:
                 raise errors.invalid_parameter(
                     "similarity_threshold",
-                    f"the recogniser's weights {weights} have no calibrated threshold in the asset manifest; give one",
+                    f"the recogniser's weights {weights} have no calibrated similarity threshold "
+                    "in assets/manifest.yaml; give one",
                 )
             async with image_loaders(body.images) as loaders:
                 return await search_people(

@@ -563,7 +563,7 @@ def test_dsn_from_a_mounted_secret_file(backend, tmp_path, monkeypatch):
     monkeypatch.delenv(DSN_ENV)
     monkeypatch.setenv(DSN_FILE_ENV, str(secret))
     g = backend.gallery(store="auto")
-    assert g.backend == "postgresql"
+    assert g.describe()["backend"] == "postgresql"
     enrol(g, unit(np.ones(DIM))[None])
 
 
