@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 scripts/install_browser.sh  # chromium for the demo page's browser test, when missing
+scripts/start_test_postgres.sh install  # Debian's postgresql for the gallery's tests (each starts its own server)
 # Style first: the linter and the formatter configured in pyproject.toml, clean on the tree.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -5,7 +5,10 @@ deletes it when done."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,8 +34,12 @@ TEST_ENV = {
     "MAX_REQUEST_BYTES": str(16 * 1024 * 1024),
     "BODY_TIMEOUT": "5",
     "MAX_REQUEST_PIXELS": str(20_000_000),
+    # The gallery's SQLite store and the generated API key (tests/apps/test_people.py
+    # reads it there), one throwaway folder per test session.
+    "FACEGRAPH_DATA_DIR": tempfile.mkdtemp(prefix="facegraph-test-data-"),
 }
 os.environ.update(TEST_ENV)
+atexit.register(shutil.rmtree, TEST_ENV["FACEGRAPH_DATA_DIR"], True)
 
 
 # The model tier the graph tests share: test weights where the production ones are
@@ -45,6 +52,7 @@ TEST_MODELS = {
     "ArcFace": {"asset": "arcface-mobilefacenet-128d"},
     "TDDFA": {"asset": "tddfa-mb05-120"},
     "MeshRenderer": {"config": {"backend": "auto"}},
+    "FaceGallery": {"config": {"store": "sqlite"}},
 }
 
 

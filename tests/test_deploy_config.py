@@ -15,7 +15,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 SERVE_CONFIG = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-MODEL_DEPLOYMENTS = {"LBPDetector", "SegFormerParser", "FaceMesh", "RetinaFace", "ArcFace", "TDDFA", "MeshRenderer"}
+MODEL_DEPLOYMENTS = {
+    "LBPDetector",
+    "SegFormerParser",
+    "FaceMesh",
+    "RetinaFace",
+    "ArcFace",
+    "TDDFA",
+    "MeshRenderer",
+    "FaceGallery",
+}
 
 
 def deployments():

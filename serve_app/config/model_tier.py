@@ -48,6 +48,8 @@ MODELS: dict[str, ModelEntry] = {
         extra_assets=(("param_stats_path", "tddfa-param-mean-std"),),
     ),
     "MeshRenderer": ModelEntry(module="deployments.mesh_renderer.model"),
+    # The people gallery: its store (SQLite in FACEGRAPH_DATA_DIR, or PostgreSQL) is its config, not an asset.
+    "FaceGallery": ModelEntry(module="deployments.face_gallery.model"),
 }
 
 # The morphable model that turns TDDFA's parameters into a mesh: plain numpy in the
