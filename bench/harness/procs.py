@@ -98,6 +98,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid: int | None = None) -> list[int]:
+    """Every process `pid` (default this one) started, and theirs, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], list(children.get(os.getpid() if pid is None else pid, []))
+    while stack:
+        found.append(stack.pop())
+        stack.extend(children.get(found[-1], []))
+    return found
+
+
+def run_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and every process it started (Ray's GCS
+    and raylet, Serve's controller, proxy and replicas, idle workers): this run's use of
+    the machine, whatever else runs on it (a process that ended is no longer counted)."""
+    return sum(cpu_seconds(pid) for pid in [os.getpid(), *descendants()])
+
+
 def box_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all cores; /proc/stat minus idle and iowait)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -9,10 +9,12 @@
   P3      every endpoint over HTTP against the same work in this process
           (harness/endpoints.py InProcess), both at --clients requests in flight, each
           at its intended use: /extract-faces with --photos-per-request photos a
-          request, the others with one image. Beside it Serve's floor: the machine's CPU
-          per request of the same graph shape with no work in it (perf/serve_floor.py,
+          request, the others with one image. Beside it Serve's floor: the CPU per
+          request of the same graph shape with no work in it (perf/serve_floor.py,
           FaceGraph's app shell and HTTP edge, measured first in the same run), the
-          in-process work per request, and the bound they set, work / (work + floor);
+          in-process work's CPU per request, and the bound they set, work / (work +
+          floor). CPU is counted for this run's processes only (procs.run_cpu_seconds),
+          so other work on a shared machine does not count as either;
   parser  the face parser's ROIs/s on ONNX Runtime (fp32, int8) against torch, and the
           ONNX masks' IoU against torch's (perf/parser_runtime.py);
   cold    `serve run`-equivalent deploy of every app in the serve config (Ray already
@@ -46,7 +48,16 @@ from pathlib import Path
 from bench.harness.cluster import EDGE, STAND_INS, apply_override, deploy, read_config, shutdown, start_ray, wait_ready
 from bench.harness.endpoints import ENDPOINTS, PHOTOS_PER_REQUEST, Endpoint, InProcess
 from bench.harness.load import Run, http_run, inprocess_run
-from bench.harness.procs import Proc, box_busy_seconds, cpu_seconds, load, named, rss_mib, serve_processes
+from bench.harness.procs import (
+    Proc,
+    box_busy_seconds,
+    cpu_seconds,
+    load,
+    named,
+    rss_mib,
+    run_cpu_seconds,
+    serve_processes,
+)
 
 for _key, _value in {**STAND_INS, **EDGE}.items():
     os.environ.setdefault(_key, _value)  # before settings() is first read, and before Ray starts
@@ -92,28 +103,31 @@ def section_parser(args, out: dict) -> None:
 
 class Side:
     """One side of a comparison: `run(n)` does n requests' work and returns their
-    latencies (ms); the side adds up requests, wall time, latencies and the machine's
-    CPU (and of it this process's) over its turns."""
+    latencies (ms); the side adds up requests, wall time and latencies over its turns,
+    and the CPU seconds of this run's processes (run_cpu_seconds), of this process alone,
+    and of the whole machine (other work on it included)."""
 
     def __init__(self, run, per_request: int = 1):
         self.run, self.per_request = run, per_request
         self.requests, self.seconds, self.latencies = 0, 0.0, []
-        self.box_cpu = self.own_cpu = 0.0
+        self.run_cpu = self.own_cpu = self.box_cpu = 0.0
 
     def turn(self, n: int) -> None:
-        box, own, start = box_busy_seconds(), cpu_seconds(os.getpid()), time.perf_counter()
+        run, own, box = run_cpu_seconds(), cpu_seconds(os.getpid()), box_busy_seconds()
+        start = time.perf_counter()
         self.latencies += self.run(n)
         self.seconds += time.perf_counter() - start
-        self.box_cpu += box_busy_seconds() - box
+        self.run_cpu += run_cpu_seconds() - run
         self.own_cpu += cpu_seconds(os.getpid()) - own
+        self.box_cpu += box_busy_seconds() - box
         self.requests += n
 
     def result(self) -> Run:
         return Run(self.requests / self.seconds, self.latencies, self.per_request)
 
     def cpu_ms(self) -> tuple[float, float]:
-        """(the machine's CPU ms per request, of it this process's)."""
-        return 1000 * self.box_cpu / self.requests, 1000 * self.own_cpu / self.requests
+        """(CPU ms per request of this run's processes, of it this process's)."""
+        return 1000 * self.run_cpu / self.requests, 1000 * self.own_cpu / self.requests
 
 
 def take_turns(sides: dict[str, Side], n: int, rounds: int, watch: str | None = None):
@@ -299,12 +313,12 @@ def replica_rss() -> dict[str, float]:
 
 
 def work_and_floor(out: dict, name: str) -> tuple[float, float] | None:
-    """(in-process machine CPU ms per request: the work, Serve's floor at the same
-    request size in ms), or None without a floor measured."""
-    cpu, floors = out["cpu_ms"].get(name), out.get("floor", {})
+    """(the work: CPU ms per request in-process, all of it in this process; Serve's floor
+    at the same request size in ms), or None without a floor measured."""
+    cpu, floors = out.get("cpu_ms", {}).get(name), out.get("floor", {})
     if not cpu or cpu["per_request"] not in floors:
         return None
-    return cpu["inprocess"][0], floors[cpu["per_request"]].serve_ms
+    return cpu["inprocess"][1], floors[cpu["per_request"]].serve_ms
 
 
 def ratio_rows(args, out: dict) -> list[tuple[str, str, str, str]]:
@@ -419,24 +433,25 @@ def print_table(args, out: dict) -> None:
 
 
 def print_work_and_floor(args, out: dict) -> None:
-    """Work vs overhead per request, in the machine's CPU ms: in-process (the work),
-    served over HTTP less the HTTP clients' share, their difference (what serving cost
-    here), and Serve's floor at the same request size (the empty graph)."""
+    """Work vs overhead per request, in CPU ms of this run's processes: in-process (the
+    work, all in this process), served over HTTP less the HTTP clients' share, their
+    difference (what serving cost here), and Serve's floor at the same request size (the
+    empty graph)."""
     if not out.get("cpu_ms"):
         return
     floors = out.get("floor", {})
     for photos, f in sorted(floors.items()):
         print(
             f"\nServe floor, {photos} photo(s) a request (empty extract-faces graph in FaceGraph's shell, "
-            f"{args.clients} clients): {f.rate:.1f} req/s, machine CPU {f.cpu_ms:.1f} ms a request, "
+            f"{args.clients} clients): {f.rate:.1f} req/s, CPU {f.cpu_ms:.1f} ms a request, "
             f"{f.clients_ms:.1f} of it the HTTP clients: floor {f.serve_ms:.1f} ms"
         )
     print(
-        f"\n{'machine CPU ms a request':24s} {'images':>6s} {'in-process':>10s} {'served':>8s} {'overhead':>9s} "
+        f"\n{'CPU ms a request':24s} {'images':>6s} {'in-process':>10s} {'served':>8s} {'overhead':>9s} "
         f"{'floor':>7s} {'work/(work+floor)':>18s}"
     )
     for name, cpu in out["cpu_ms"].items():
-        work = cpu["inprocess"][0]
+        work = cpu["inprocess"][1]
         served = cpu["http"][0] - cpu["http"][1]  # less the HTTP clients (this process)
         floor = floors.get(cpu["per_request"])
         shown = f"{floor.serve_ms:7.1f} {work / (work + floor.serve_ms):18.2f}" if floor else f"{'-':>7s} {'-':>18s}"

@@ -4,8 +4,9 @@ photos (a JSON body with base64 photos through the proxy; per photo a 640x640
 letterboxed image to a batched "detector" replica, then two 112x112 crops to a batched
 "recogniser" replica, the photos in flight together as the pipeline runs them; a JSON
 answer the size of two faces' headshots and embeddings per photo back), every model call
-answered at once. The CPU the machine spends per request here, less the share of the
-HTTP clients (printed beside it), is the floor under any served pipeline of that shape,
+answered at once. The CPU this run's processes (Ray's, Serve's and the HTTP clients')
+spend per request here, less the clients' share (printed beside it), is the floor under
+any served pipeline of that shape,
 so it bounds the HTTP / in-process ratio (P3 in `python -m bench all`, which measures
 this floor beside it): work / (work + floor).
 
@@ -16,8 +17,9 @@ logs as serve_config.yaml has them, and the HTTP edge in the proxy (serve_app/we
     python -m bench serve_floor [--clients 8] [--seconds 15] [--photos 1 4] [--our-shell]
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the empty graph's classes travel to their
+# replicas pickled by value, and FastAPI must find the route's `Request` annotation as
+# the class itself there, not as a name to look up.
 import argparse
 import asyncio
 import os
@@ -25,17 +27,17 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+from fastapi import FastAPI, Request
 
 from bench.harness.cluster import EDGE, shutdown, start_ray, start_serve
 from bench.harness.endpoints import ENDPOINTS
 from bench.harness.load import http_run
-from bench.harness.procs import box_busy_seconds, cpu_seconds, load
+from bench.harness.procs import box_busy_seconds, cpu_seconds, load, run_cpu_seconds
 
 ANSWER_BYTES = 30_000  # two faces: two 160-pixel JPEG headshots in base64 and two embeddings as JSON
 
 
 def build_app(replicas: int = 1, our_shell: bool = False):
-    from fastapi import FastAPI, Request
     from ray import serve
 
     @serve.deployment(num_replicas=replicas, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.1})
@@ -84,13 +86,13 @@ def build_app(replicas: int = 1, our_shell: bool = False):
 class Floor:
     photos: int  # per request
     rate: float  # requests/s
-    cpu_ms: float  # the machine's CPU per request, the HTTP clients' included
+    cpu_ms: float  # CPU per request of this run's processes (Ray's, Serve's, the HTTP clients')
     clients_ms: float  # of it, this process's (the HTTP clients')
-    cores: float  # cores busy while it ran
+    cores: float  # the whole machine's busy cores while it ran (other work on it included)
 
     @property
     def serve_ms(self) -> float:
-        """Serve's floor: the machine's CPU per request less the clients'."""
+        """Serve's floor: the run's CPU per request less the clients'."""
         return self.cpu_ms - self.clients_ms
 
 
@@ -104,13 +106,13 @@ def measure(base: str, photos: int, clients: int, seconds: float) -> Floor:
         return client.post(url, json=payloads[i % len(payloads)])
 
     http_run(send, 4 * clients, clients)  # warm-up
-    busy, mine, start, done = box_busy_seconds(), cpu_seconds(os.getpid()), time.perf_counter(), 0
+    busy, run, mine = box_busy_seconds(), run_cpu_seconds(), cpu_seconds(os.getpid())
+    start, done = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         http_run(send, 4 * clients, clients, warmup=False)
         done += 4 * clients
-    wall, cpu = time.perf_counter() - start, box_busy_seconds() - busy
-    clients_cpu = cpu_seconds(os.getpid()) - mine
-    return Floor(photos, done / wall, 1000 * cpu / done, 1000 * clients_cpu / done, cpu / wall)
+    wall, cpu, clients_cpu = time.perf_counter() - start, run_cpu_seconds() - run, cpu_seconds(os.getpid()) - mine
+    return Floor(photos, done / wall, 1000 * cpu / done, 1000 * clients_cpu / done, (box_busy_seconds() - busy) / wall)
 
 
 def deploy_floor(replicas: int = 1, our_shell: bool = False) -> str:
@@ -142,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             f = measure(base, photos, args.clients, args.seconds)
             print(
                 f"empty extract-faces graph{shell}, {photos} photo(s) a request, {args.replicas} replica(s) each, "
-                f"{args.clients} clients: {f.rate:.1f} req/s, machine CPU {f.cpu_ms:.1f} ms per request, "
-                f"{f.clients_ms:.1f} of it the HTTP clients (this process) "
-                f"({f.cores:.2f} of {os.cpu_count()} cores; {load()})",
+                f"{args.clients} clients: {f.rate:.1f} req/s, CPU {f.cpu_ms:.1f} ms per request, "
+                f"{f.clients_ms:.1f} of it the HTTP clients (this process): Serve's floor {f.serve_ms:.1f} ms "
+                f"(the machine: {f.cores:.2f} of {os.cpu_count()} cores busy; {load()})",
                 flush=True,
             )
     finally:
