@@ -49,10 +49,10 @@ def run_loop(folder: Path, rels: list[str], out: Path, args) -> int:
     from deployments.serving import LocalBatcher
     from deployments.types import Placement
     from serve_app.imaging import decode_image
-    from serve_app.jobs.mask_augment import JOB, image_seed, write_files
+    from serve_app.jobs.mask_augment import JOB, write_files
     from serve_app.jobs.runner import job_models
     from serve_app.pipelines.locate import locate_faces
-    from serve_app.pipelines.mask_augment import MaskAugmentParams, MaskAugmentResult, augment_all
+    from serve_app.pipelines.mask_augment import MaskAugmentParams, MaskAugmentResult, augment_all, dataset_seeded
 
     params = MaskAugmentParams(n_augmentations=args.n_augmentations, crop_style=args.crop_style)
     # The same model classes and configs as the job (serve config + --asset), one thread each.
@@ -65,9 +65,10 @@ def run_loop(folder: Path, rels: list[str], out: Path, args) -> int:
         faces = asyncio.run(locate_faces(image, detect, mesh, params.max_num_faces))
         if not faces:
             continue
-        augmentations = augment_all(image, faces, params, image_seed(None, rel))
-        result = MaskAugmentResult(image.shape[1], image.shape[0], image_seed(None, rel), faces, augmentations)
-        write_files(result, params, out, rel)
+        mine = dataset_seeded(params, rel)  # the seed rule the job applies to each image
+        augmentations = augment_all(image, faces, mine, mine.seed)
+        result = MaskAugmentResult(image.shape[1], image.shape[0], mine.seed, faces, augmentations)
+        write_files(result, mine, out, rel)
         augmented += len(augmentations)
     for model in built.values():
         getattr(model, "close", lambda: None)()
