@@ -1,15 +1,13 @@
 """Figures computed from what a run recorded: latency percentiles, answers by status,
 successes per second, the time until throughput is back after a fault, the peak of
-requests in flight, and the overlap of two masks."""
+requests in flight, and the overlap of two masks. `outcomes` are load.Outcome records
+(not imported: load imports this module)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from bench.harness.load import Outcome
 
 
 def percentiles(values: list[float], qs=(50, 95, 99), scale: float = 1000.0) -> dict[str, float]:
@@ -21,7 +19,7 @@ def percentiles(values: list[float], qs=(50, 95, 99), scale: float = 1000.0) -> 
     return {f"p{q}": round(float(np.percentile(arr, q)), 1) for q in qs} | {"max": round(float(arr.max()), 1)}
 
 
-def failures(outcomes: list[Outcome]) -> dict[str, int]:
+def failures(outcomes: Sequence) -> dict[str, int]:
     """{"<status> <code>": count} of every answer that is not a 200."""
     out: dict[str, int] = {}
     for o in outcomes:
@@ -31,7 +29,7 @@ def failures(outcomes: list[Outcome]) -> dict[str, int]:
     return out
 
 
-def per_second(outcomes: list[Outcome], t0: float, seconds: int) -> list[int]:
+def per_second(outcomes: Sequence, t0: float, seconds: int) -> list[int]:
     """Successful answers completed in each second after t0."""
     counts = [0] * seconds
     for o in outcomes:
@@ -42,7 +40,7 @@ def per_second(outcomes: list[Outcome], t0: float, seconds: int) -> list[int]:
 
 
 def recovery_s(
-    outcomes: list[Outcome],
+    outcomes: Sequence,
     fault_at: float,
     baseline_s: float = 10,
     window_s: float = 3,
@@ -66,7 +64,7 @@ def recovery_s(
     return None
 
 
-def peak_in_flight(outcomes: list[Outcome]) -> int:
+def peak_in_flight(outcomes: Sequence) -> int:
     """The most requests sent and not yet answered at any moment (a sweep over the
     sent requests' start and end times)."""
     sent = [o for o in outcomes if o.status != -1]
