@@ -1,14 +1,14 @@
 """Every endpoint, two ways, for the benchmarks: an HTTP request to the served graph,
-and the same work in this process (decode, the pipeline with the models behind
-LocalBatcher, the ingress's own response building) without HTTP, Serve or Ray. Each
+and the same work in this process (decode, then the app's own handle(...): the
+pipeline with the models behind LocalBatcher, and the response) without HTTP, Serve
+or Ray. Each
 endpoint is measured at its intended use: /extract-faces with PHOTOS_PER_REQUEST photos
 in a request (a client sends its photos together), the others with one image, as a
 client calls them.
 
-The in-process side is what the ingress does minus the transport: the same pipeline
-function, the same response builder, the same model classes and configs (from the serve
-config's `models` block, as the batch jobs build them), so HTTP / in-process is the
-cost of serving.
+The in-process side is what the ingress does minus the transport: the same handler the
+ingress calls, the same model classes and configs (from the serve config's `models`
+block, as the batch jobs build them), so HTTP / in-process is the cost of serving.
 """
 
 from __future__ import annotations
@@ -149,7 +149,6 @@ class InProcess:
         self.serve_config = serve_config
         self.threads = threads or os.cpu_count() or 1
         self._models: dict[str, Any] = {}
-        self._extra: dict[str, Any] = {}
 
     def model(self, name: str):
         from deployments.serving import LocalBatcher
