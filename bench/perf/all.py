@@ -436,7 +436,9 @@ def print_work_and_floor(args, out: dict) -> None:
     """Work vs overhead per request, in CPU ms of this run's processes: in-process (the
     work, all in this process), served over HTTP less the HTTP clients' share, their
     difference (what serving cost here), and Serve's floor at the same request size (the
-    empty graph)."""
+    empty graph). The in-process CPU overstates the work where one process runs it less
+    efficiently than the replicas (one GIL, every model on every core): the difference
+    can then be near 0."""
     if not out.get("cpu_ms"):
         return
     floors = out.get("floor", {})
