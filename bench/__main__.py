@@ -1,23 +1,27 @@
-"""`python -m bench all [options]`: every comparison in one run (bench/bench_all.py).
-`python -m bench --list`: the other benchmark scripts, each run as `python bench/<file>.py`."""
+"""usage: python -m bench --list | python -m bench NAME [options]   (NAME --help: its options)"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+from bench.registry import scripts
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["all"]:
-        from bench.bench_all import main as run_all
-
-        return run_all(argv[1:])
-    from pathlib import Path
-
-    print(__doc__)
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        if 'if __name__ == "__main__"' in path.read_text() and path.name != "__main__.py":
-            print(f"  bench/{path.name}")
-    return 0 if argv[:1] in ([], ["--list"]) else 2
+    found = scripts()
+    if not argv or argv[0] in ("--list", "-h", "--help"):
+        if argv[:1] != ["--list"]:
+            print(__doc__ + "\n")
+        for script in found.values():
+            print(f"{script.name:22s} {script.group:7s} {script.summary}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in found:
+        print(f"python -m bench: no benchmark {name!r}; `python -m bench --list` names them", file=sys.stderr)
+        return 2
+    sys.argv[0] = f"python -m bench {name}"  # argparse's prog in the script's usage lines
+    return importlib.import_module(found[name].module).main(rest) or 0
 
 
 if __name__ == "__main__":

@@ -38,18 +38,16 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from deployments.arcface.model import ArcFace, ArcFaceConfig  # noqa: E402
-from deployments.geometry import iou  # noqa: E402
-from deployments.retinaface.model import RetinaFace, RetinaFaceConfig  # noqa: E402
-from deployments.serving import LocalBatcher  # noqa: E402
-from serve_app.config.assets import load_manifest, resolve  # noqa: E402
-from serve_app.faces.dedup import deduplicate  # noqa: E402
-from serve_app.imaging import decode_image  # noqa: E402
-from serve_app.pipelines.face_extract import FaceExtractParams, faces_in_image, meets_quality_floor  # noqa: E402
+from deployments.arcface.model import ArcFace, ArcFaceConfig
+from deployments.geometry import iou
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+from deployments.serving import LocalBatcher
+from serve_app.config.assets import load_manifest, resolve
+from serve_app.faces.dedup import deduplicate
+from serve_app.imaging import decode_image
+from serve_app.pipelines.face_extract import FaceExtractParams, faces_in_image, meets_quality_floor
 
 OLD_THRESHOLD = 0.4  # the documented default before thresholds were calibrated per recogniser
 SAME_PERSON = {"lfw_Rob_Lowe_0001.jpg": "Rob_Lowe", "lfw_Rob_Lowe_0002.jpg": "Rob_Lowe"}

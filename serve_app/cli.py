@@ -4,7 +4,7 @@ the repo's scripts and modules do.
     facegraph serve [--config serve_config.yaml] [--no-fetch] [serve run options]
     facegraph batch <job> --input DIR --output OUT ...     (python -m serve_app.jobs.runner)
     facegraph assets fetch|list ...                        (python -m serve_app.config.assets)
-    facegraph bench --list | facegraph bench <name> [its options]   (bench/*.py)
+    facegraph bench --list | facegraph bench <name> [its options]   (python -m bench)
 
 scripts/serve.sh is `scripts/setup.sh test` and then `facegraph serve`.
 """
@@ -12,7 +12,6 @@ scripts/serve.sh is `scripts/setup.sh test` and then `facegraph serve`.
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 import subprocess
@@ -22,20 +21,6 @@ from pathlib import Path
 from serve_app.config.settings import REPO_ROOT
 
 ROOT = REPO_ROOT
-BENCH = ROOT / "bench"
-
-
-def benchmarks() -> dict[str, tuple[str, str]]:
-    """{name: (module, first docstring line)} for every runnable script in bench/: a
-    file with a `__main__` block (bench/__main__.py aside); the name drops a `bench_` prefix."""
-    found = {}
-    for path in sorted(BENCH.glob("*.py")):
-        text = path.read_text()
-        if path.stem.startswith("_") or 'if __name__ == "__main__"' not in text:
-            continue
-        doc = (ast.get_docstring(ast.parse(text)) or "").strip().splitlines()
-        found[path.stem.removeprefix("bench_")] = (f"bench.{path.stem}", doc[0] if doc else "")
-    return found
 
 
 def serve(args: argparse.Namespace, rest: list[str]) -> int:
@@ -66,15 +51,15 @@ def serve(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def bench(args: argparse.Namespace, rest: list[str]) -> int:
-    found = benchmarks()
-    if args.list or not args.name:
-        for name, (_, doc) in found.items():
-            print(f"{name:20} {doc}")
-        return 0
-    if args.name not in found:
-        print(f"facegraph bench: no benchmark {args.name!r}; `facegraph bench --list` names them", file=sys.stderr)
-        return 2
-    return subprocess.call([sys.executable, "-m", found[args.name][0], *rest], cwd=ROOT)
+    """`python -m bench` in the repo root, which holds the one list of benchmarks
+    (bench/registry.py; bench/ is the repo's, not part of the installed package)."""
+    command = [sys.executable, "-m", "bench", *(["--list"] if args.list or not args.name else [args.name, *rest])]
+    if args.name:
+        return subprocess.call(command, cwd=ROOT)
+    listing = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    print(listing.stdout, end="")  # through sys.stdout, where a caller (or a test) reads it
+    print(listing.stderr, end="", file=sys.stderr)
+    return listing.returncode
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="run a benchmark from bench/ (facegraph bench --list)",
-        description="Run bench/<name>.py; options after the name go to it.",
+        description="Run `python -m bench NAME` in the repo root; options after the name go to it.",
     )
     b.add_argument("--list", action="store_true", help="list the benchmarks")
     b.add_argument("name", nargs="?", help="a benchmark, as --list names it")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
+
+from serve_app.web.ports import free_port as free_port  # the one definition, shared with bench/
 
 # The face-extract job's models on the test weights (RetinaFace, ArcFace).
 TEST_WEIGHTS = ("--asset", "RetinaFace=retinaface-det-500m", "--asset", "ArcFace=arcface-mobilefacenet-128d")
@@ -56,12 +56,6 @@ def results_by_path(out) -> dict[str, dict]:
     from pathlib import Path
 
     return {r["path"]: r for r in map(json.loads, (Path(out) / "results.jsonl").read_text().splitlines())}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ok(resp) -> dict:

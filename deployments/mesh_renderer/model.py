@@ -40,7 +40,7 @@ from deployments.types import Placement
 class MeshRendererConfig:
     """backend: "auto" (PyTorch3D on a GPU replica when importable, else plain torch) |
     "pytorch3d" | "torch". On a CPU, PyTorch3D's rasteriser is several times slower than
-    the plain-torch one (bench/bench_models.py), and the two agree (parity-tested).
+    the plain-torch one (python -m bench models), and the two agree (parity-tested).
     supersample: samples per pixel side (alpha coverage and edge anti-aliasing)."""
 
     backend: Literal["auto", "pytorch3d", "torch"] = "auto"

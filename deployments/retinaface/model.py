@@ -7,7 +7,7 @@ score first, after NMS.
 
 The exported detectors take one image per forward pass (batch axis fixed to 1, outputs
 without a batch axis), so a batch is one forward per image inside one predict() call:
-batching here saves calls, not compute. Measured (bench/bench_face_extract.py, 2-core
+batching here saves calls, not compute. Measured (python -m bench face_extract, 2-core
 CPU): 8 images per predict() cost the same per image as one; forcing a symbolic batch
 axis into the graph changes scores (by up to 0.21: the graph is not batch-safe) and is
 no faster per image, so we do not.

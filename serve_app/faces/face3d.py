@@ -220,7 +220,7 @@ def blend(image: np.ndarray, rgba: np.ndarray, origin: tuple[int, int], feather:
     return out
 
 
-# ---- the pipeline's per-face steps (serve_app/pipelines/anonymize.py, bench/bench_anonymize.py)
+# ---- the pipeline's per-face steps (serve_app/pipelines/anonymize.py, bench/perf/anonymize.py)
 
 
 def anonymised_mesh(

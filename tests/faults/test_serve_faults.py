@@ -1,5 +1,5 @@
-"""Serve faults, held to the goals: bench/fault_serve.py run on a Ray cluster of its own
-(a separate process: the session's cluster and model tier are not touched), the
+"""Serve faults, held to the goals: `python -m bench serve_faults` run on a Ray cluster of
+its own (a separate process: the session's cluster and model tier are not touched), the
 face_extract app deployed from serve_config.yaml itself.
 
 - A RetinaFace replica killed (SIGKILL, while it computes) under a steady load: at
@@ -27,7 +27,9 @@ def figures(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "figures.json"
     cmd = [
         sys.executable,
-        str(ROOT / "bench" / "fault_serve.py"),
+        "-m",
+        "bench",
+        "serve_faults",
         "--json",
         str(out),
         "--before",

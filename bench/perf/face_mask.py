@@ -10,25 +10,22 @@ and the ratios HTTP/in-process and batched/unbatched. The parser defaults to a r
 SegFormer with the real checkpoint's architecture (MiT-B5), so compute is realistic.
 
     .venv/bin/python -m serve_app.config.assets fetch --set bench
-    .venv/bin/python bench/bench_face_mask.py [--requests 12] [--clients 4] [--parser-asset segformer-parser-tiny]
+    .venv/bin/python -m bench face_mask [--requests 12] [--clients 4] [--parser-asset segformer-parser-tiny]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import delete_apps, deploy_model_tier, http_throughput, report, start_serve  # noqa: E402
+from bench.harness.cluster import delete_apps, deploy_model_tier, shutdown, start_ray, start_serve
+from bench.harness.load import http_run, report
 
 IMAGES = ["cartoonface_11008.jpg", "dualstylegan_anime_16031200.jpg", "kanosawa_anime_5faces.png"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=12)
     ap.add_argument("--clients", type=int, default=4)
@@ -40,7 +37,7 @@ def main() -> None:
         default=2,
         help="torch threads for the parser on both paths (the Serve replica gets as many num_cpus)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from ray import serve
 
@@ -90,38 +87,42 @@ def main() -> None:
     # weights) and the face_mask app, both redeployed for each batch size. The parser
     # replica gets `parser_threads` CPUs so both paths run it with the same threads (a
     # replica's threads come from its num_cpus); a little logical headroom for the rest.
-    base = start_serve(num_cpus=args.parser_threads + 1)
+    start_ray(num_cpus=args.parser_threads + 1)
+    base = start_serve()
 
     def send(client, i):
         name, data = blobs[i % len(blobs)]
         return client.post(base + "/v1/face-mask", files={"image": (name, data)}, data={"outputs": "mask"})
 
-    for label, batch in (
-        (f"HTTP batched (max_batch_size={args.batch_size})", args.batch_size),
-        ("HTTP max_batch_size=1", 1),
-    ):
-        user_config = {"max_batch_size": batch, "batch_wait_timeout_s": 0.05}
-        deploy_model_tier(
-            {
-                "LBPDetector": model_deployment(
-                    LBPDetector,
-                    detector_cfg,
-                    "lbp-detector-cascade",
-                    user_config=user_config,
-                    ray_actor_options={"num_cpus": 0.25},
-                ),
-                "SegFormerParser": model_deployment(
-                    SegFormerParser,
-                    parser_cfg,
-                    args.parser_asset,
-                    user_config=user_config,
-                    ray_actor_options={"num_cpus": args.parser_threads},
-                ),
-            }
-        )
-        serve.run(build(FaceMaskArgs()), name=SPEC.name, route_prefix="/v1/face-mask")
-        rates[label] = http_throughput(send, args.requests, args.clients)
-        delete_apps(SPEC.name, MODEL_APP)
+    try:
+        for label, batch in (
+            (f"HTTP batched (max_batch_size={args.batch_size})", args.batch_size),
+            ("HTTP max_batch_size=1", 1),
+        ):
+            user_config = {"max_batch_size": batch, "batch_wait_timeout_s": 0.05}
+            deploy_model_tier(
+                {
+                    "LBPDetector": model_deployment(
+                        LBPDetector,
+                        detector_cfg,
+                        "lbp-detector-cascade",
+                        user_config=user_config,
+                        ray_actor_options={"num_cpus": 0.25},
+                    ),
+                    "SegFormerParser": model_deployment(
+                        SegFormerParser,
+                        parser_cfg,
+                        args.parser_asset,
+                        user_config=user_config,
+                        ray_actor_options={"num_cpus": args.parser_threads},
+                    ),
+                }
+            )
+            serve.run(build(FaceMaskArgs()), name=SPEC.name, route_prefix="/v1/face-mask")
+            rates[label] = http_run(send, args.requests, args.clients).rate
+            delete_apps(SPEC.name, MODEL_APP)
+    finally:
+        shutdown()
 
     batched = f"HTTP batched (max_batch_size={args.batch_size})"
     report(
@@ -129,7 +130,3 @@ def main() -> None:
         rates,
         [(batched, "in-process pipeline (compute limit)"), (batched, "HTTP max_batch_size=1")],
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ copied --repeat times under distinct names (a job skips nothing: fresh output fo
 The same seed rule and parameters everywhere, so the job's files are compared byte for
 byte with the loop's. Run by hand:
 
-    .venv/bin/python bench/bench_mask_augment.py [--repeat 4] [--n-augmentations 2] [--crop-style all]
+    .venv/bin/python -m bench mask_augment [--repeat 4] [--n-augmentations 2] [--crop-style all]
         [--asset RetinaFace=retinaface-det-10g]
 """
 
@@ -23,16 +23,13 @@ import argparse
 import asyncio
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import report  # noqa: E402  (also sets RAY_AUTH_MODE)
-
-SUFFIXES = (".jpg", ".jpeg", ".png")
+from bench.harness.cluster import start_ray
+from bench.harness.endpoints import images_in
+from bench.harness.load import report
 
 
 def stage_inputs(photos: Path, folder: Path, repeat: int) -> list[str]:
@@ -41,7 +38,7 @@ def stage_inputs(photos: Path, folder: Path, repeat: int) -> list[str]:
     rels = []
     for k in range(repeat):
         (folder / f"r{k}").mkdir(parents=True)
-        for path in sorted(p for p in photos.iterdir() if p.suffix.lower() in SUFFIXES):
+        for path in images_in(photos):
             shutil.copy(path, folder / f"r{k}" / path.name)
             rels.append(f"r{k}/{path.name}")
     return rels
@@ -52,10 +49,10 @@ def run_loop(folder: Path, rels: list[str], out: Path, args) -> int:
     from deployments.serving import LocalBatcher
     from deployments.types import Placement
     from serve_app.imaging import decode_image
-    from serve_app.jobs.mask_augment import JOB, image_seed, write_files
+    from serve_app.jobs.mask_augment import JOB, write_files
     from serve_app.jobs.runner import job_models
     from serve_app.pipelines.locate import locate_faces
-    from serve_app.pipelines.mask_augment import MaskAugmentParams, MaskAugmentResult, augment_all
+    from serve_app.pipelines.mask_augment import MaskAugmentParams, MaskAugmentResult, augment_all, dataset_seeded
 
     params = MaskAugmentParams(n_augmentations=args.n_augmentations, crop_style=args.crop_style)
     # The same model classes and configs as the job (serve config + --asset), one thread each.
@@ -68,9 +65,10 @@ def run_loop(folder: Path, rels: list[str], out: Path, args) -> int:
         faces = asyncio.run(locate_faces(image, detect, mesh, params.max_num_faces))
         if not faces:
             continue
-        augmentations = augment_all(image, faces, params, image_seed(None, rel))
-        result = MaskAugmentResult(image.shape[1], image.shape[0], image_seed(None, rel), faces, augmentations)
-        write_files(result, params, out, rel)
+        mine = dataset_seeded(params, rel)  # the seed rule the job applies to each image
+        augmentations = augment_all(image, faces, mine, mine.seed)
+        result = MaskAugmentResult(image.shape[1], image.shape[0], mine.seed, faces, augmentations)
+        write_files(result, mine, out, rel)
         augmented += len(augmentations)
     for model in built.values():
         getattr(model, "close", lambda: None)()
@@ -122,7 +120,7 @@ def same_files(a: Path, b: Path) -> tuple[int, int]:
     return same, len(files)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from serve_app.config.settings import REPO_ROOT
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,7 +139,7 @@ def main() -> None:
         metavar="MODEL=ASSET",
         help="weights override for both paths [default: RetinaFace=retinaface-det-500m]",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.asset = args.asset or ["RetinaFace=retinaface-det-500m"]
 
     import ray
@@ -158,12 +156,7 @@ def main() -> None:
         loop = f"loop, 1 process, {args.loop_threads} thread(s) per model"
         rates[loop] = augmented / (time.perf_counter() - start)
 
-        ray.init(
-            address="local",
-            num_cpus=max(os.cpu_count() or 1, max(args.workers) * args.cpus_per_worker),
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        start_ray(num_cpus=max(os.cpu_count() or 1, max(args.workers) * args.cpus_per_worker))
         try:
             for workers in args.workers:
                 out = tmp / f"job{workers}"
@@ -187,7 +180,3 @@ def main() -> None:
             [(f"job --workers {args.workers[-1]}", f"job --workers {args.workers[0]}")] if len(args.workers) > 1 else []
         ),
     )
-
-
-if __name__ == "__main__":
-    main()

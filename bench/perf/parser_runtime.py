@@ -11,7 +11,7 @@ onnx-int8), in one run on the same ROIs, threads and batch size:
 The first run exports (and quantises) each checkpoint into the ONNX cache
 (deployments/segformer_parser/onnx.py); later runs only load the files.
 
-    python bench/bench_parser_runtime.py [--speed-asset segformer-parser-b5-random] [--threads 2]
+    python -m bench parser_runtime [--speed-asset segformer-parser-b5-random] [--threads 2]
         [--iou-assets face-parser-unet-small segformer-parser-b5-random]
 """
 
@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness.endpoints import images_in
+from bench.harness.figures import mask_iou
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
@@ -35,12 +34,7 @@ def cartoon_images() -> list[tuple[str, np.ndarray]]:
     from serve_app.config.assets import resolve
     from serve_app.imaging import decode_image
 
-    folder = resolve("test-images-cartoon")
-    return [
-        (p.name, decode_image(p.read_bytes()))
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    ]
+    return [(p.name, decode_image(p.read_bytes())) for p in images_in(resolve("test-images-cartoon"))]
 
 
 def detector():
@@ -122,16 +116,11 @@ def mask_ious(asset: str, threads: int = 2, runtimes=RUNTIMES[1:]) -> dict[str, 
     reference = masks("torch")
     out = {}
     for runtime in runtimes:
-        out[runtime] = [_iou(a > 0, b > 0) for a, b in zip(masks(runtime), reference) if b.any()]
+        out[runtime] = [mask_iou(a > 0, b > 0) for a, b in zip(masks(runtime), reference) if b.any()]
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--speed-asset", default="segformer-parser-b5-random")
     ap.add_argument("--iou-assets", nargs="+", default=["face-parser-unet-small", "segformer-parser-b5-random"])
@@ -139,7 +128,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--max-rois", type=int, default=16)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rates = roi_rates(args.speed_asset, args.threads, args.batch, args.rounds, args.max_rois)
     print(f"\n== parser ROIs/s on CPU, {args.speed_asset}, {args.threads} threads, batches of {args.batch}")
     for runtime, rate in rates.items():
@@ -151,7 +140,3 @@ def main() -> None:
                 f"  {asset:28s} {runtime:10s} mean {np.mean(values):.4f}  min {np.min(values):.4f}  "
                 f"({len(values)} images)"
             )
-
-
-if __name__ == "__main__":
-    main()

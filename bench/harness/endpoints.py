@@ -1,11 +1,14 @@
 """Every endpoint, two ways, for the benchmarks: an HTTP request to the served graph,
-and the same work in this process (decode, the pipeline with the models behind
-LocalBatcher, the ingress's own response building) without HTTP, Serve or Ray.
+and the same work in this process (decode, then the app's own handle(...): the
+pipeline with the models behind LocalBatcher, and the response) without HTTP, Serve
+or Ray. Each
+endpoint is measured at its intended use: /extract-faces with PHOTOS_PER_REQUEST photos
+in a request (a client sends its photos together), the others with one image, as a
+client calls them.
 
-The in-process side is what the ingress does minus the transport: the same pipeline
-function, the same response builder, the same model classes and configs (from the serve
-config's `models` block, as the batch jobs build them), so HTTP / in-process is the
-cost of serving.
+The in-process side is what the ingress does minus the transport: the same handler the
+ingress calls, the same model classes and configs (from the serve config's `models`
+block, as the batch jobs build them), so HTTP / in-process is the cost of serving.
 """
 
 from __future__ import annotations
@@ -18,10 +21,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.harness.load import Request
+
 SUFFIXES = (".jpg", ".jpeg", ".png")
 # Photos with the most faces (the 100-face selfie, the audience) make one request of
 # the 3D and mask endpoints take tens of seconds on 2 cores; they stay in extract-faces.
 CROWDS = ("facedet1mb_worlds_largest_selfie.jpg", "ultralight_audience_profiles_24.jpg")
+PHOTOS_PER_REQUEST = 4  # /extract-faces's intended use: a client's photos in one request
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The images of a folder (by suffix), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in SUFFIXES)
+
+
+def build_model(name: str, asset: str | None = None, threads: int | None = None, config: dict | None = None):
+    """A model of the tier built in this process as a replica builds it (class and
+    config from serve_app/config/model_tier.py), with `asset` as its weights and
+    `threads` threads (default every core)."""
+    from deployments.types import Placement
+    from serve_app.config.model_tier import ModelArgs, model_config
+
+    cls, cfg, _ = model_config(name, ModelArgs(asset=asset, config=config or {}))
+    return cls(cfg, Placement(threads=threads or os.cpu_count() or 1))
+
+
+def extract_faces_body(images: list[bytes], **fields) -> dict:
+    """A POST /extract-faces JSON body: the photos base64-encoded, plus `fields`."""
+    return {"images": [{"image_base64": base64.b64encode(data).decode()} for data in images], **fields}
 
 
 @dataclass
@@ -35,26 +62,26 @@ class Endpoint:
     only: tuple[str, ...] = ()  # these inputs only, when given (the slowest endpoint)
     json_body: bool = False  # extract-faces: JSON with base64 images; the others: multipart
     form: dict[str, str] = field(default_factory=dict)
+    per_request: int = 1  # images in one request (JSON bodies only)
 
     def inputs(self) -> list[tuple[str, bytes]]:
         from serve_app.config.assets import resolve
 
-        folder = resolve(self.images)
-        inputs = [
-            (p.name, p.read_bytes())
-            for p in sorted(folder.iterdir())
-            if p.suffix.lower() in SUFFIXES and p.name not in self.skip
-        ]
+        inputs = [(p.name, p.read_bytes()) for p in images_in(resolve(self.images)) if p.name not in self.skip]
         return [i for i in inputs if i[0] in self.only] if self.only else inputs
 
+    def requests(self) -> list[list[tuple[str, bytes]]]:
+        """The inputs each request carries: `per_request` inputs in turn, the last
+        request wrapping round, so a pass over the requests is a pass over the inputs."""
+        inputs, k = self.inputs(), self.per_request
+        return [[inputs[(i + j) % len(inputs)] for j in range(k)] for i in range(0, len(inputs), k)]
+
     def payloads(self) -> list[Any]:
-        """What one request sends, per input: prepared once, outside the clock."""
+        """What each request sends, prepared once, outside the clock: a JSON body, or
+        the (name, bytes) of a multipart upload."""
         if self.json_body:
-            return [
-                {"images": [{"image_base64": base64.b64encode(data).decode()}], "min_face_size": 0}
-                for _, data in self.inputs()
-            ]
-        return self.inputs()
+            return [extract_faces_body([data for _, data in group], min_face_size=0) for group in self.requests()]
+        return [group[0] for group in self.requests()]
 
     def send(self, client, base: str, payload):
         if self.json_body:
@@ -65,7 +92,13 @@ class Endpoint:
 
 ENDPOINTS = {
     "extract-faces": Endpoint(
-        "extract-faces", "face_extract", "/extract-faces", "/ready", "test-images-photos", json_body=True
+        "extract-faces",
+        "face_extract",
+        "/extract-faces",
+        "/ready",
+        "test-images-photos",
+        json_body=True,
+        per_request=PHOTOS_PER_REQUEST,
     ),
     "face-mask": Endpoint(
         "face-mask",
@@ -116,7 +149,6 @@ class InProcess:
         self.serve_config = serve_config
         self.threads = threads or os.cpu_count() or 1
         self._models: dict[str, Any] = {}
-        self._extra: dict[str, Any] = {}
 
     def model(self, name: str):
         from deployments.serving import LocalBatcher
@@ -238,3 +270,27 @@ def anonymize_asset(serve_config: Path) -> str:
     from serve_app.config.model_tier import MORPHABLE_MODEL
 
     return (_app_block(serve_config, "anonymize").get("args") or {}).get("morphable_model_asset", MORPHABLE_MODEL)
+
+
+# ---- pre-encoded requests for the rehearsals (load.Request) ------------------------------
+
+# The photos the rehearsals' extract-faces requests carry, in turn.
+REHEARSAL_PHOTOS = (
+    "lfw_Rob_Lowe_0001.jpg",
+    "lfw_Nathalie_Baye_0002.jpg",
+    "insightface_t1.jpg",
+    "lfw_Rob_Lowe_0002.jpg",
+)
+
+
+def extract_faces_request(url: str, images: int = 1) -> Request:
+    """POST /extract-faces with `images` of REHEARSAL_PHOTOS (a detector call each)."""
+    from serve_app.config.assets import resolve
+
+    folder = resolve("test-images-photos")
+    photos = [(folder / REHEARSAL_PHOTOS[i % len(REHEARSAL_PHOTOS)]).read_bytes() for i in range(images)]
+    return Request.build("extract-faces", f"{url}/extract-faces", json=extract_faces_body(photos))
+
+
+def multipart_request(kind: str, url: str, image: bytes, filename: str = "face.jpg", note=None, **form) -> Request:
+    return Request.build(kind, url, note=note, files={"image": (filename, image, "image/jpeg")}, data=form)

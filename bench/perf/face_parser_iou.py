@@ -7,25 +7,19 @@ the pipeline's grown face box); it goes through the pipeline's own face_rois (sc
 max_size) and merge_masks (threshold), so the number is what /v1/face-mask would draw.
 The pairs are from the split the small UNet was trained on: its scores are optimistic.
 
-    python bench/bench_face_parser_iou.py [--parsers face-parser-unet-small segformer-parser-tiny]
+    python -m bench face_parser_iou [--parsers face-parser-unet-small segformer-parser-tiny]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness.figures import mask_iou
 
 BENCHMARK = "benchmark-celebamask-hq-parsing"
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def pairs(root: Path):
@@ -58,17 +52,13 @@ def parser_iou(asset: str, threads: int) -> dict[str, list[float]]:
     return scores
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parsers", nargs="+", default=["face-parser-unet-small"], help="SegFormerParser assets")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for asset in args.parsers:
         scores = parser_iou(asset, args.threads)
         for key, values in scores.items():
             per_pair = " ".join(f"{v:.3f}" for v in values)
             print(f"{asset:28} {key:10} mean IoU {np.mean(values):.3f}  min {np.min(values):.3f}  ({per_pair})")
-
-
-if __name__ == "__main__":
-    main()

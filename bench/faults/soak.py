@@ -14,23 +14,21 @@ face-mask-sam2 answers came from SAM2 or the fallback. "Flat after warm-up" is j
 from the growth over the second half of the run (warm-up here takes a few minutes:
 allocator arenas and caches of each process fill up).
 
-    python bench/soak.py [--minutes 10] [--clients 4] [--json OUT]
+    python -m bench soak [--minutes 10] [--clients 4] [--json OUT]
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+import numpy as np
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bench import faults  # noqa: E402
+from bench.faults.common import argument_parser, write_json
+from bench.harness import cluster, figures
+from bench.harness.endpoints import extract_faces_request, multipart_request
+from bench.harness.load import ClosedLoop, Request, send_one
+from bench.harness.procs import Sampler
 
 APPS = ["face_mask", "face_mask_sam2", "face_extract", "mask_augment", "anonymize"]
 
@@ -40,41 +38,18 @@ def sam2_note(body: dict) -> str:
     return "no face" if not sources else "sam2" if sources == {"sam2"} else "fallback"
 
 
-def mix(url: str) -> tuple[list[faults.Request], list[faults.Request]]:
+def mix(url: str) -> tuple[list[Request], list[Request]]:
     """(the four lighter endpoints, /v1/anonymize)."""
     from serve_app.config.assets import resolve
 
     photo = (resolve("test-images-photos") / "lfw_Rob_Lowe_0001.jpg").read_bytes()
     cartoon = (resolve("test-images-cartoon") / "cartoonface_11008.jpg").read_bytes()
     return [
-        faults.multipart_request("face-mask", f"{url}/v1/face-mask", cartoon, outputs="mask"),
-        faults.multipart_request("face-mask-sam2", f"{url}/v1/face-mask-sam2", photo, outputs="mask", note=sam2_note),
-        faults.extract_faces_request(url, 1),
-        faults.multipart_request("mask-augment", f"{url}/v1/mask-augment", photo),
-    ], [faults.multipart_request("anonymize", f"{url}/v1/anonymize", photo)]
-
-
-class Sampler:
-    """Every Serve process's RSS, fds and CPU every `period_s`, in a thread."""
-
-    def __init__(self, period_s: float, t0: float):
-        self.period_s, self.t0, self.samples = period_s, t0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic() - self.t0, faults.memory_snapshot()))
-            self._stop.wait(self.period_s)
-
-    def start(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        self.samples.append((time.monotonic() - self.t0, faults.memory_snapshot()))
+        multipart_request("face-mask", f"{url}/v1/face-mask", cartoon, outputs="mask"),
+        multipart_request("face-mask-sam2", f"{url}/v1/face-mask-sam2", photo, outputs="mask", note=sam2_note),
+        extract_faces_request(url, 1),
+        multipart_request("mask-augment", f"{url}/v1/mask-augment", photo),
+    ], [multipart_request("anonymize", f"{url}/v1/anonymize", photo)]
 
 
 def at_minutes(samples, minutes: int) -> list[dict]:
@@ -91,7 +66,7 @@ def report(outcomes, samples, minutes: int, t0: float, outage: tuple[float, floa
     per_minute = []
     for m in range(minutes):
         window = [o for o in outcomes if 60 * m <= o.end - t0 < 60 * (m + 1)]
-        row = {"minute": m + 1, "answers": faults.failures(window) | {"200": sum(o.ok for o in window)}}
+        row = {"minute": m + 1, "answers": figures.failures(window) | {"200": sum(o.ok for o in window)}}
         for kind in kinds:
             lat = [o.latency_s for o in window if o.kind == kind and o.ok]
             row[kind] = round(float(np.percentile(lat, 95)) * 1000) if lat else None
@@ -121,12 +96,12 @@ def report(outcomes, samples, minutes: int, t0: float, outage: tuple[float, floa
         lat = " ".join(f"{k}={row[k]}" for k in kinds)
         print(f"  min {row['minute']:2d}: {row['answers']}  {lat}  sam2={row['sam2']}")
     failed = [o for o in outcomes if not o.ok]
-    print(f"\n  {len(outcomes)} requests, {len(failed)} not 200: {faults.failures(outcomes)}")
+    print(f"\n  {len(outcomes)} requests, {len(failed)} not 200: {figures.failures(outcomes)}")
     return {
         "minutes": minutes,
         "requests": len(outcomes),
         "failed": len(failed),
-        "failures": faults.failures(outcomes),
+        "failures": figures.failures(outcomes),
         "rss_mib": curve,
         "fds": fds,
         "per_minute": per_minute,
@@ -135,7 +110,7 @@ def report(outcomes, samples, minutes: int, t0: float, outage: tuple[float, floa
 
 
 def main(argv=None) -> int:
-    p = faults.argument_parser(__doc__, "closed-loop clients of the four lighter endpoints")
+    p = argument_parser(__doc__, "closed-loop clients of the four lighter endpoints")
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--heavy-clients", type=int, default=1, help="closed-loop clients of /v1/anonymize")
     p.add_argument("--sample-s", type=float, default=10, help="seconds between process samples")
@@ -144,15 +119,12 @@ def main(argv=None) -> int:
     p.add_argument("--cpus", type=int, default=4)
     args = p.parse_args(argv)
 
-    import ray
-    from ray import serve
-
     from tests.sam2_standin import Sam2StandIn
 
     standin = Sam2StandIn(mode="png").start()
-    faults.start_local(args.cpus)
+    cluster.start_ray(args.cpus, env=cluster.REHEARSAL_ENV)
     try:
-        config = faults.app_config(
+        config = cluster.app_config(
             APPS,
             app_args={
                 "face_mask_sam2": {
@@ -161,20 +133,19 @@ def main(argv=None) -> int:
             },
         )
         start = time.monotonic()
-        url = faults.deploy(config)
+        url = cluster.deploy(config)
+        cluster.wait_running(config)
         print(f"deployed {len(APPS)} apps in {time.monotonic() - start:.0f} s: {url}", flush=True)
         light, heavy = mix(url)
         with httpx.Client(timeout=120) as c:
             for req in light + heavy:  # warm-up: each endpoint once, lazily-built state made
-                got = faults.send_one(req, c)
+                got = send_one(req, c)
                 assert got.ok, (req.kind, got)
         seconds = args.minutes * 60
-        load = faults.ClosedLoop(
-            light, args.clients, max_seconds=seconds, max_requests=1_000_000, timeout_s=120
-        ).start()
+        load = ClosedLoop(light, args.clients, max_seconds=seconds, max_requests=1_000_000, timeout_s=120).start()
         # Anonymisation (a 3D fit and a render) costs many times the others on CPU: its own
         # clients, so it does not hold up the rest of the mix.
-        load_heavy = faults.ClosedLoop(
+        load_heavy = ClosedLoop(
             heavy, args.heavy_clients, max_seconds=seconds, max_requests=1_000_000, timeout_s=120
         ).start()
         sampler = Sampler(args.sample_s, load.t0).start()
@@ -193,14 +164,8 @@ def main(argv=None) -> int:
         outcomes = sorted(load.stop() + load_heavy.stop(), key=lambda o: o.start)
         sampler.stop()
         result = report(outcomes, sampler.samples, max(1, round(args.minutes)), load.t0, (down_at / 60, up_at / 60))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
     finally:
         standin.stop()
-        serve.shutdown()
-        ray.shutdown()
+        cluster.shutdown()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

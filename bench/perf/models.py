@@ -2,27 +2,25 @@
 (no Serve), items per second at several batch sizes, on the CPU and, where torch sees
 one, on the GPU; ratios printed from one run.
 
-    python bench/bench_models.py [--models TDDFA MeshRenderer ArcFace RetinaFace] [--seconds 3]
+    python -m bench models [--models TDDFA MeshRenderer ArcFace RetinaFace] [--seconds 3]
 
 Needs only numpy, torch, OpenCV, scipy and onnxruntime (the models' own imports): it
-also runs on a GPU machine that has no Ray. Assets come from the resolver's locations
-(FACEGRAPH_ASSETS_DIR, then .assets/).
+also runs on a GPU machine that has no Ray. The weights are read by path from the
+repo's .assets/ (where `python -m serve_app.config.assets fetch` puts them): the
+resolver needs pydantic, which such a machine may not have.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deployments.types import Placement
 
-from deployments.types import Placement  # noqa: E402
-
-ASSETS = Path(__file__).resolve().parent.parent / ".assets"
+ASSETS = Path(__file__).resolve().parents[2] / ".assets"  # the repo's asset cache (not the resolver: see above)
 
 
 def tddfa(placement: Placement):
@@ -110,12 +108,12 @@ def rate(model, make, n: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (a replica's num_cpus)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import torch
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -146,7 +144,3 @@ def main() -> None:
 def _providers(model) -> list[str]:
     session = getattr(getattr(model, "runner", None), "session", None)
     return session.get_providers() if session is not None else []
-
-
-if __name__ == "__main__":
-    main()

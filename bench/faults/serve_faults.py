@@ -11,7 +11,7 @@ RetinaFace at 2 replicas), load on POST /extract-faces over loopback.
       by status, latency of the 200s and of the 503s, Retry-After and the error shape on
       every 503, RSS and open fds of every Serve process before, at peak and after.
 
-    python bench/fault_serve.py [--scenario replica-killed overload] [--json OUT]
+    python -m bench serve_faults [--scenario replica-killed overload] [--json OUT]
 
 tests/faults/test_serve_faults.py runs this and holds the figures to the goals.
 """
@@ -22,39 +22,34 @@ import argparse
 import json
 import os
 import signal
-import sys
-import threading
 import time
-from pathlib import Path
 
 import httpx
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import faults  # noqa: E402
+from bench.faults.common import argument_parser, write_json
+from bench.harness import cluster, figures, procs
+from bench.harness.endpoints import extract_faces_request
+from bench.harness.load import ClosedLoop, open_loop, send_one
 
 MODEL = "RetinaFace"  # the model whose replica is killed
 
 
 def replica_killed(url: str, args) -> dict:
-    send = faults.extract_faces_request(url, args.images)
-    load = faults.ClosedLoop(
-        [send], args.clients, max_seconds=args.before + args.after + 30, max_requests=20_000
-    ).start()
+    send = extract_faces_request(url, args.images)
+    load = ClosedLoop([send], args.clients, max_seconds=args.before + args.after + 30, max_requests=20_000).start()
     time.sleep(args.before)
-    before = faults.replicas("models", MODEL)
+    before = procs.replicas("models", MODEL)
     victim = before[0]
     # Killed while it computes (a thread of it running, polled for up to 3 s), so the
     # kill lands on calls it has accepted, not only on an idle process.
-    busy = faults.wait_running_thread(victim.pid, timeout_s=3) if args.when_busy else False
+    busy = procs.wait_running_thread(victim.pid, timeout_s=3) if args.when_busy else False
     os.kill(victim.pid, signal.SIGKILL)
     fault_at = time.monotonic()
     replaced_s = None
     while time.monotonic() - fault_at < args.after:
         if replaced_s is None:
-            alive = [p for p in faults.replicas("models", MODEL) if p.pid != victim.pid]
-            if len(alive) >= len(before) and faults.healthy_replicas("models", MODEL) >= len(before):
+            alive = [p for p in procs.replicas("models", MODEL) if p.pid != victim.pid]
+            if len(alive) >= len(before) and procs.healthy_replicas("models", MODEL) >= len(before):
                 replaced_s = round(time.monotonic() - fault_at, 1)
         time.sleep(0.5)
     outcomes = load.stop()
@@ -71,58 +66,18 @@ def replica_killed(url: str, args) -> dict:
         "requests": len(outcomes),
         "failed": len(failed),
         "failed_pct": round(100 * len(failed) / max(1, len(outcomes)), 2),
-        "failures": faults.failures(outcomes),
-        "recovery_s": faults.recovery_s(outcomes, fault_at, baseline_s=min(10, args.before - 2)),
+        "failures": figures.failures(outcomes),
+        "recovery_s": figures.recovery_s(outcomes, fault_at, baseline_s=min(10, args.before - 2)),
         "replica_replaced_s": replaced_s,
-        "calls_sent_again": faults.count_in_logs("sending the call again"),
-        "latency_ms": faults.percentiles([o.latency_s for o in outcomes if o.ok]),
-        "ok_per_second": faults.per_second(outcomes, load.t0, seconds),
+        "calls_sent_again": cluster.count_in_logs("sending the call again"),
+        "latency_ms": figures.percentiles([o.latency_s for o in outcomes if o.ok]),
+        "ok_per_second": figures.per_second(outcomes, load.t0, seconds),
     }
 
 
-class MemorySampler:
-    """RSS and fds of every Serve process every `period_s`, in a thread; keeps the first,
-    the peak and the last sample per process."""
-
-    def __init__(self, period_s: float = 2.0):
-        self.period_s, self.samples = period_s, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(faults.memory_snapshot())
-            self._stop.wait(self.period_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(30)
-        self.samples.append(faults.memory_snapshot())
-
-    def summary(self) -> dict[str, dict]:
-        out = {}
-        for name in self.samples[0]:
-            series = [s[name]["rss_mib"] for s in self.samples if name in s]
-            fds = [s[name]["fds"] for s in self.samples if name in s]
-            cpu = [s[name]["cpu_s"] for s in self.samples if name in s]
-            out[name] = {
-                "rss_first": series[0],
-                "rss_peak": max(series),
-                "rss_last": series[-1],
-                "fds_first": fds[0],
-                "fds_last": fds[-1],
-                "cpu_s": round(cpu[-1] - cpu[0], 1),
-            }
-        return out
-
-
 def overload(url: str, args) -> dict:
-    send = faults.extract_faces_request(url, 1)
-    measure = faults.ClosedLoop([send], args.saturate, max_seconds=args.measure, max_requests=20_000)
+    send = extract_faces_request(url, 1)
+    measure = ClosedLoop([send], args.saturate, max_seconds=args.measure, max_requests=20_000)
     measure.start()
     time.sleep(args.measure)
     measured = measure.stop()
@@ -130,13 +85,13 @@ def overload(url: str, args) -> dict:
     done = [o for o in measured if o.ok and o.end >= warm]
     sustainable = len(done) / max(1e-9, max(o.end for o in done) - warm) if done else 1.0
     rate = args.factor * sustainable
-    with MemorySampler() as memory:
-        outcomes = faults.open_loop(send, rate, args.overload, max_in_flight=args.max_in_flight, timeout_s=60)
+    with procs.Sampler(period_s=2.0) as memory:
+        outcomes = open_loop(send, rate, args.overload, max_in_flight=args.max_in_flight, timeout_s=60)
     refused = [o for o in outcomes if o.status == 503]
     ok = [o for o in outcomes if o.ok]
     time.sleep(3)  # the refused clients' Retry-After
     with httpx.Client(timeout=60) as client:
-        after = [faults.send_one(send, client) for _ in range(5)]
+        after = [send_one(send, client) for _ in range(5)]
     return {
         "scenario": "overload",
         "sustainable_per_s": round(sustainable, 2),
@@ -145,15 +100,15 @@ def overload(url: str, args) -> dict:
         "requests": len(outcomes),
         "ok": len(ok),
         "refused_503": len(refused),
-        "answers": faults.failures(outcomes) | {"200": len(ok)},
+        "answers": figures.failures(outcomes) | {"200": len(ok)},
         "ok_per_s": round(len(ok) / args.overload, 2),
-        "latency_ok_ms": faults.percentiles([o.latency_s for o in ok]),
-        "latency_503_ms": faults.percentiles([o.latency_s for o in refused]),
+        "latency_ok_ms": figures.percentiles([o.latency_s for o in ok]),
+        "latency_503_ms": figures.percentiles([o.latency_s for o in refused]),
         "503_without_retry_after": sum(1 for o in refused if not o.retry_after),
         "503_not_json_shape": sum(1 for o in refused if not o.json_shape),
         "retry_after_values": sorted({o.retry_after for o in refused if o.retry_after}),
         "no_answer": sum(1 for o in outcomes if o.status in (0, -1)),
-        "peak_in_flight": faults.peak_in_flight(outcomes),
+        "peak_in_flight": figures.peak_in_flight(outcomes),
         "after_overload_ok": sum(1 for o in after if o.ok),
         "after_overload_sent": len(after),
         "memory": memory.summary(),
@@ -161,7 +116,7 @@ def overload(url: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = faults.argument_parser(__doc__)
+    p = argument_parser(__doc__)
     p.add_argument(
         "--scenario", nargs="+", default=["replica-killed", "overload"], choices=["replica-killed", "overload"]
     )
@@ -183,6 +138,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--set",
         action="append",
+        default=[],
         metavar="DEPLOYMENT.OPTION=VALUE",
         help="change a deployment option of serve_config.yaml for this run, e.g. "
         "FaceExtractIngress.max_ongoing_requests=16 (repeatable)",
@@ -191,23 +147,21 @@ def main(argv=None) -> int:
 
     import ray
 
-    faults.start_local(args.cpus)
+    cluster.start_ray(args.cpus, env=cluster.REHEARSAL_ENV)
     results = []
     try:
-        overrides = {MODEL: {"num_replicas": 2}}
-        for setting in args.set or []:  # DEPLOYMENT.OPTION=VALUE (a YAML value)
-            key, _, value = setting.partition("=")
-            name, _, option = key.partition(".")
-            overrides.setdefault(name, {})[option] = yaml.safe_load(value)
-        config = faults.app_config(["face_extract"], overrides=overrides)
+        config = cluster.app_config(["face_extract"], overrides={MODEL: {"num_replicas": 2}})
+        for setting in args.set:
+            cluster.apply_override(config, setting)
         start = time.monotonic()
-        url = faults.deploy(config)
+        url = cluster.deploy(config)
+        cluster.wait_running(config)
         session = ray._private.worker._global_node.get_session_dir_path()
         print(f"deployed in {time.monotonic() - start:.0f} s: {url} (logs: {session}/logs)", flush=True)
-        send = faults.extract_faces_request(url, args.images)
+        send = extract_faces_request(url, args.images)
         with httpx.Client(timeout=120) as c:
             for _ in range(3):  # warm-up: first calls build lazily-made state
-                assert faults.send_one(send, c).ok
+                assert send_one(send, c).ok
         for scenario in args.scenario:
             result = (replica_killed if scenario == "replica-killed" else overload)(url, args)
             results.append(result)
@@ -219,14 +173,6 @@ def main(argv=None) -> int:
                         f"{m['rss_last']:7.1f} MiB, fds {m['fds_first']} -> {m['fds_last']}, cpu {m['cpu_s']} s"
                     )
     finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        cluster.shutdown()
+    write_json(args.json, results)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

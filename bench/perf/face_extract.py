@@ -11,64 +11,32 @@
 Plus the two batching questions: does a multi-image predict() help the detector, and
 how much does a true batched forward help ArcFace. Run by hand:
 
-    python bench/bench_face_extract.py [--rounds 3] [--clients 2 4 8 16]
+    python -m bench face_extract [--rounds 3] [--clients 2 4 8 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.common import delete_apps, deploy_model_tier, http_throughput, report, start_serve  # noqa: E402
-from deployments.arcface.model import ArcFace, ArcFaceConfig  # noqa: E402
-from deployments.retinaface.model import RetinaFace, RetinaFaceConfig  # noqa: E402
-from deployments.serving import LocalBatcher  # noqa: E402
-from deployments.types import Placement  # noqa: E402
-from serve_app.config.assets import resolve  # noqa: E402
-from serve_app.config.model_tier import recogniser_threshold  # noqa: E402
-from serve_app.faces.align import aligned_crops  # noqa: E402
-from serve_app.imaging import decode_image  # noqa: E402
-from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces  # noqa: E402
-
-
-def images_of(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-
-
-class PlainLoop:
-    """insightface's own classes, the usual loop: read the file, detect, then get() per
-    face, one image at a time; ONNX Runtime's default threads (every core)."""
-
-    def __init__(self, detector: str, recogniser: str):
-        from insightface.model_zoo import get_model
-
-        self.det = get_model(str(resolve(detector)), providers=["CPUExecutionProvider"])
-        self.det.prepare(-1, input_size=(640, 640), det_thresh=0.5)
-        self.rec = get_model(str(resolve(recogniser)), providers=["CPUExecutionProvider"])
-
-    def run(self, paths) -> int:
-        """-> faces embedded."""
-        import cv2
-        from insightface.app.common import Face
-
-        faces = 0
-        for path in paths:
-            img = cv2.imread(str(path))  # the loop reads its files, as the server decodes its requests
-            boxes, kpss = self.det.detect(img, input_size=(640, 640))
-            for box, kps in zip(boxes, kpss):
-                self.rec.get(img, Face(bbox=box[:4], kps=kps, det_score=box[4]))
-                faces += 1
-        return faces
+from bench.harness.cluster import delete_apps, deploy_model_tier, shutdown, start_ray, start_serve
+from bench.harness.endpoints import build_model, extract_faces_body, images_in
+from bench.harness.load import http_run, report
+from bench.perf.baselines import PlainLoop
+from deployments.arcface.model import ArcFace, ArcFaceConfig
+from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
+from deployments.serving import LocalBatcher
+from deployments.types import Placement
+from serve_app.config.assets import resolve
+from serve_app.config.model_tier import recogniser_threshold
+from serve_app.faces.align import aligned_crops
+from serve_app.imaging import decode_image
+from serve_app.pipelines.face_extract import SPEC, FaceExtractParams, extract_faces
 
 
 def bench_plain(paths, args) -> tuple[float, int]:
@@ -83,11 +51,7 @@ def bench_plain(paths, args) -> tuple[float, int]:
 
 def models(args, threads: int):
     """Our model classes, as the pipeline and the batching measurements use them."""
-    placement = Placement(threads=threads)
-    return (
-        RetinaFace(RetinaFaceConfig(model_path=str(resolve(args.detector))), placement),
-        ArcFace(ArcFaceConfig(model_path=str(resolve(args.recogniser))), placement),
-    )
+    return build_model("RetinaFace", args.detector, threads), build_model("ArcFace", args.recogniser, threads)
 
 
 def bench_pipeline(paths, args) -> tuple[float, int, dict, dict]:
@@ -186,13 +150,13 @@ def forced_batch_axis(detector: RetinaFace, args) -> dict[str, float]:
 
 
 def bench_http(paths, args) -> tuple[dict[int, float], dict]:
-    import ray
     from ray import serve
 
     from deployments.serving import model_deployment
     from serve_app.apps.face_extract import FaceExtractArgs, build
     from serve_app.config.model_tier import MODEL_APP
 
+    start_ray()
     base = start_serve()
     try:
         # The model tier with the bench's weights, ArcFace (the bulk of the compute) scaled
@@ -220,26 +184,23 @@ def bench_http(paths, args) -> tuple[dict[int, float], dict]:
             }
         )
         serve.run(build(FaceExtractArgs()), name=SPEC.name, route_prefix="/")
-        bodies = [
-            {"images": [{"image_base64": base64.b64encode(p.read_bytes()).decode()}], "min_face_size": 0} for p in paths
-        ]
+        bodies = [extract_faces_body([p.read_bytes()], min_face_size=0) for p in paths]
         rates = {
-            clients: http_throughput(
+            clients: http_run(
                 lambda client, i: client.post(base + "/extract-faces", json=bodies[i % len(bodies)]),
                 requests=max(len(bodies) * args.rounds, 2 * clients),
                 clients=clients,
-            )
+            ).rate
             for clients in args.clients
         }
         stats = serve.get_deployment_handle("ArcFace", app_name=MODEL_APP).batch_stats.remote().result()
         delete_apps(SPEC.name, MODEL_APP)
-        serve.shutdown()
         return rates, stats
     finally:
-        ray.shutdown()
+        shutdown()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default="test-images-photos", help="asset name of a folder of photos")
     parser.add_argument("--detector", default="retinaface-det-500m")
@@ -264,9 +225,9 @@ def main() -> None:
         default=os.cpu_count(),
         help="ArcFace replicas in the served graph (each one thread)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    paths = images_of(resolve(args.images))
+    paths = images_in(resolve(args.images))
     print(
         f"{len(paths)} images from {args.images}, {args.rounds} rounds, {os.cpu_count()} CPUs, "
         f"{args.detector} + {args.recogniser}\n"
@@ -298,7 +259,3 @@ def main() -> None:
             (f"/extract-faces over HTTP, {best_clients} clients (best)", "in-process pipeline (LocalBatcher)"),
         ],
     )
-
-
-if __name__ == "__main__":
-    main()

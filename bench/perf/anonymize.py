@@ -19,14 +19,14 @@ stage's share of a face's time. BLAS runs one thread, as in a Ray worker (a repl
 Ray Data actor with a fractional CPU gets OMP_NUM_THREADS=1): with two, scipy's
 per-simplex LAPACK calls in the bake stall on a busy box. Run by hand:
 
-    .venv/bin/python bench/bench_anonymize.py [--tex-size 256] [--img-size 128] [--repeat 1]
+    .venv/bin/python -m bench anonymize [--tex-size 256] [--img-size 128] [--repeat 1]
         [--photos lfw_Rob_Lowe_0001.jpg ...] [--render-batch 8] [--concurrency 2]
 
 On a GPU image without Ray, pydantic or insightface: detect here once, then run the stages
 there with TDDFA and the renderer on CUDA (bench/results/ is git-ignored):
 
-    .venv/bin/python bench/bench_anonymize.py --stages-only --detections bench/results/anonymize_detections.json
-    python3 bench/bench_anonymize.py --stages-only --detections bench/results/anonymize_detections.json --device cuda
+    .venv/bin/python -m bench anonymize --stages-only --detections bench/results/anonymize_detections.json
+    python3 -m bench anonymize --stages-only --detections bench/results/anonymize_detections.json --device cuda
 """
 
 from __future__ import annotations
@@ -40,11 +40,8 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # The shared photos with faces; the selfie (20 small faces) only when asked for.
 PHOTOS = [
@@ -73,7 +70,7 @@ class Clock:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", nargs="+", default=PHOTOS, help="shared photos (test-images-photos) to run on")
     ap.add_argument("--repeat", type=int, default=1, help="each photo this many times")
@@ -100,7 +97,7 @@ def main() -> None:
         choices=["cpu", "cuda"],
         help="where TDDFA and the renderer run (the detector stays on CPU, as its replicas do)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import cv2
     import numpy as np
@@ -262,7 +259,3 @@ def main() -> None:
         total = sum(parts.values())
         shares = ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items())
         print(f"  stages with the {backend} renderer (batched): {total * 1000:.0f} ms/face; {shares}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,9 @@
-"""The seed-style face-mask service, the P2 baseline: one plain HTTP server (the
+"""The baselines perf/all.py's ratios are measured against.
+
+PlainLoop, the P1 baseline: insightface's own detector and recogniser classes in the
+usual loop users run: read the file, detect, then embed face by face, one image at a time.
+
+SeedFaceMask, the P2 baseline: the seed-style face-mask service: one plain HTTP server (the
 standard library's HTTPServer, not threaded) that handles one request at a time and
 runs the models itself, serially: decode, LBP detector, the parser once per face ROI,
 merge, encode the mask / RGBA / overlay PNGs, answer JSON. No batching, no Ray, no
@@ -16,6 +21,33 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import cv2
+
+
+class PlainLoop:
+    """insightface's own classes, the usual loop: read the file, detect, then get() per
+    face, one image at a time; ONNX Runtime's default threads (every core)."""
+
+    def __init__(self, detector: str, recogniser: str):
+        from insightface.model_zoo import get_model
+
+        from serve_app.config.assets import resolve
+
+        self.det = get_model(str(resolve(detector)), providers=["CPUExecutionProvider"])
+        self.det.prepare(-1, input_size=(640, 640), det_thresh=0.5)
+        self.rec = get_model(str(resolve(recogniser)), providers=["CPUExecutionProvider"])
+
+    def run(self, paths) -> int:
+        """-> faces embedded."""
+        from insightface.app.common import Face
+
+        faces = 0
+        for path in paths:
+            img = cv2.imread(str(path))  # the loop reads its files, as the server decodes its requests
+            boxes, kpss = self.det.detect(img, input_size=(640, 640))
+            for box, kps in zip(boxes, kpss):
+                self.rec.get(img, Face(bbox=box[:4], kps=kps, det_score=box[4]))
+                faces += 1
+        return faces
 
 
 class SeedFaceMask:

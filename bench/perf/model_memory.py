@@ -1,10 +1,10 @@
 """One model's memory under a long run of varied calls, in this process (no Serve): the
 resident set size after every --every calls, so a leak shows as a rising curve after
-warm-up, and an allocator that settles as a flat one. The soak (bench/soak.py) found
+warm-up, and an allocator that settles as a flat one. The soak (bench/faults/soak.py) found
 MeshRenderer's replica at 632-869 MiB over 10 minutes with no clear trend; this runs the
 same renderer for many more calls than a soak sends it.
 
-    python bench/model_memory.py [--model MeshRenderer] [--calls 400] [--every 25]
+    python -m bench model_memory [--model MeshRenderer] [--calls 400] [--every 25]
 
 MeshRenderer gets the anonymize pipeline's requests: the mean face rendered with the
 image camera over regions of varying size, and frontal renders, with random textures.
@@ -14,21 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def rss_mib() -> float:
-    with open(f"/proc/{os.getpid()}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from bench.harness.procs import rss_mib
 
 
 def mesh_renderer_calls(backend: str):
@@ -68,12 +58,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     model, make = mesh_renderer_calls(args.backend)
-    print(f"{args.model} ({model.backend} backend): RSS {rss_mib():.0f} MiB before any call")
+    print(f"{args.model} ({model.backend} backend): RSS {rss_mib(os.getpid()):.0f} MiB before any call")
     start, curve = time.monotonic(), []
     for k in range(1, args.calls + 1):
         model.predict(make(k))
         if k % args.every == 0:
-            curve.append(rss_mib())
+            curve.append(rss_mib(os.getpid()))
             print(f"  after {k:5d} calls ({time.monotonic() - start:6.0f} s): RSS {curve[-1]:7.0f} MiB", flush=True)
     half = len(curve) // 2
     if half:
@@ -82,7 +72,3 @@ def main(argv=None) -> int:
             f"last minus first of it {curve[-1] - curve[half]:+.0f} MiB"
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,24 +14,20 @@ queueing) is measured too.
 
 Models run with one thread each, as their replicas do (num_cpus < 1 -> one thread).
 
-    python bench/profile_extract_faces.py [--image facedet1mb_nine_kids.jpg] [--reps 10]
+    python -m bench profile_extract_faces [--image facedet1mb_nine_kids.jpg] [--reps 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import delete_apps, deploy_model_tier, start_serve  # noqa: E402
+from bench.harness.cluster import delete_apps, deploy_model_tier, shutdown, start_ray, start_serve
+from bench.harness.endpoints import build_model, extract_faces_body
 
 DETECTOR, RECOGNISER = "retinaface-det-500m", "arcface-mobilefacenet-128d"
 
@@ -47,7 +43,7 @@ def timed(fn, reps: int) -> tuple[float, object]:
 
 
 def request_body(data: bytes) -> bytes:
-    return json.dumps({"images": [{"image_base64": base64.b64encode(data).decode()}], "min_face_size": 0}).encode()
+    return json.dumps(extract_faces_body([data], min_face_size=0)).encode()
 
 
 def spans(data: bytes, reps: int) -> tuple[dict[str, float], int, int]:
@@ -55,11 +51,7 @@ def spans(data: bytes, reps: int) -> tuple[dict[str, float], int, int]:
     from fastapi.encoders import jsonable_encoder
     from pydantic import TypeAdapter
 
-    from deployments.arcface.model import ArcFace, ArcFaceConfig
-    from deployments.retinaface.model import RetinaFace, RetinaFaceConfig
-    from deployments.types import Placement
     from serve_app.apps.face_extract import build_response
-    from serve_app.config.assets import resolve
     from serve_app.faces.align import aligned_crops
     from serve_app.faces.dedup import deduplicate
     from serve_app.imaging import decode_base64, decode_image, encode_jpeg
@@ -67,9 +59,7 @@ def spans(data: bytes, reps: int) -> tuple[dict[str, float], int, int]:
     from serve_app.pipelines.locate import detector_input
     from serve_app.web.schemas import ExtractFacesRequest, ExtractFacesResponse
 
-    one = Placement(threads=1)
-    detector = RetinaFace(RetinaFaceConfig(model_path=str(resolve(DETECTOR))), one)
-    recogniser = ArcFace(ArcFaceConfig(model_path=str(resolve(RECOGNISER))), one)
+    detector, recogniser = build_model("RetinaFace", DETECTOR, threads=1), build_model("ArcFace", RECOGNISER, threads=1)
     body = request_body(data)
     out: dict[str, float] = {}
     out["ingress: body JSON parse + validation"], req = timed(
@@ -117,7 +107,6 @@ def spans(data: bytes, reps: int) -> tuple[dict[str, float], int, int]:
 def served(data: bytes, reps: int, clients: int) -> dict[str, float]:
     """End-to-end numbers on a local Serve graph with one replica per model."""
     import httpx
-    import ray
     from ray import serve
 
     from deployments.arcface.model import ArcFace, ArcFaceConfig
@@ -130,6 +119,7 @@ def served(data: bytes, reps: int, clients: int) -> dict[str, float]:
     from serve_app.pipelines.face_extract import EMBED_SIZE, SPEC
     from serve_app.pipelines.locate import detector_input
 
+    start_ray()
     base = start_serve()
     out: dict[str, float] = {}
     try:
@@ -186,20 +176,19 @@ def served(data: bytes, reps: int, clients: int) -> dict[str, float]:
         out["served: RetinaFace handle round trip"], _ = timed(lambda: det.remote(small).result(), reps)
         out["served: ArcFace handle round trip"], _ = timed(lambda: emb.remote(stack).result(), reps)
         delete_apps(SPEC.name, MODEL_APP)
-        serve.shutdown()
     finally:
-        ray.shutdown()
+        shutdown()
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from serve_app.config.assets import resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default="facedet1mb_nine_kids.jpg", help="a file of test-images-photos")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--clients", type=int, default=8)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     data = (resolve("test-images-photos") / args.image).read_bytes()
     steps, faces, size = spans(data, args.reps)
     print(
@@ -213,7 +202,3 @@ def main() -> None:
     print(f"  {'sum of ingress steps':52s} {ingress:8.2f} ms\n  {'sum of model steps':52s} {models:8.2f} ms")
     for name, ms in served(data, args.reps, args.clients).items():
         print(f"  {name:52s} {ms:8.2f} ms")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,1 @@
+"""Fault and overload rehearsals: python -m bench NAME, NAME a module here with main()."""

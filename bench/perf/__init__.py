@@ -1,0 +1,1 @@
+"""Throughput and latency benchmarks: python -m bench NAME, NAME a module here with main()."""
