@@ -84,7 +84,7 @@ def test_healthz_lists_every_application_and_every_model(client, apps, model_tie
     body = resp.json()
     assert body["status"] == "ok" and body["version"] and body["timestamp"].endswith("+00:00")
     assert body["applications"] == {MODEL_APP: "RUNNING", **{name: "RUNNING" for name in APPS}}
-    assert set(body["models"]) == {*WEIGHTS, "FaceMesh", "MeshRenderer"}
+    assert set(body["models"]) == {*WEIGHTS, "FaceMesh", "MeshRenderer", "FaceGallery"}
     # `runtime`: what each model really runs on (the torch device; the ONNX Runtime
     # provider actually in use), beside where Ray placed it.
     runtimes = {
@@ -102,6 +102,8 @@ def test_healthz_lists_every_application_and_every_model(client, apps, model_tie
     renderer = body["models"]["MeshRenderer"]
     assert renderer["device"] == renderer["runtime"] == "cpu", renderer
     assert renderer["backend"] in ("pytorch3d", "torch"), renderer
+    gallery = body["models"]["FaceGallery"]  # no runtime of its own: the store it keeps people in
+    assert gallery["device"] == "cpu" and gallery["backend"] in ("sqlite", "postgresql"), gallery
 
 
 def test_each_model_is_one_deployment_shared_by_the_apps(client, apps, photos_dir):
