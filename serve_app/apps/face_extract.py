@@ -4,7 +4,9 @@ GET /ready.
 Graph: FaceExtractIngress -> RetinaFace, ArcFace (each its own autoscaled deployment;
 resources and batch sizes live in serve_config.yaml). The ingress loads images (base64
 or a safely fetched URL), decodes them with the foundation's limits, and runs the
-pipeline glue with the two model handles.
+pipeline glue with the two model handles. With `"match_people": true` (the Bearer key
+of /v1/people required: serve_app/web/auth.py) each unique face is also looked up in
+FaceGallery, the people gallery, and carries its best match as `person`.
 
 The default similarity threshold belongs to the recogniser's weights: ArcFace's
 describe() names the weights it serves (the manifest asset, stand-ins included) and the
@@ -18,20 +20,24 @@ batch job alike.
 # annotation to turn serve_config.yaml `args` into FaceExtractArgs.
 
 import asyncio
-import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, Field
 from ray import serve
 
 from serve_app import display, errors
 from serve_app.apps.demo import add_demo_routes
+from serve_app.apps.images_json import image_loaders, max_body_bytes
 from serve_app.apps.ingress import ModelCalls, add_health_routes, guarded
 from serve_app.config.model_tier import NoCalibratedThreshold, calibrated_threshold
 from serve_app.config.settings import settings
-from serve_app.imaging import OverBudget, PixelBudget, base64_length, data_uri, decode_base64, decode_image
+from serve_app.imaging import OverBudget, data_uri
 from serve_app.pipelines.face_extract import SPEC, Extraction, FaceExtractParams, extract_faces
+from serve_app.pipelines.people import match_faces
+from serve_app.web import auth
 from serve_app.web.http import create_app, request_id
 from serve_app.web.schemas import (
     DuplicateFace,
@@ -39,71 +45,35 @@ from serve_app.web.schemas import (
     ExtractFacesRequest,
     ExtractFacesResponse,
     ImageError,
-    ImageInput,
+    PersonMatch,
 )
-from serve_app.web.url_fetch import UrlFetcher
-
-
-def max_body_bytes() -> int:
-    """The largest body a valid request can have: every image at the byte limit, in
-    base64, plus room for the JSON around them; never over MAX_REQUEST_BYTES (counted
-    while the body streams in, before FastAPI parses the JSON: serve_app/web/http.py)."""
-    s = settings()
-    return min(s.max_request_bytes, s.max_images_per_request * (s.max_image_bytes * 4 // 3 + 64) + 1024 * 1024)
-
 
 app, endpoint_metrics = create_app(SPEC.name, "FaceGraph: face extraction", body_limit=max_body_bytes)
 calls = ModelCalls(SPEC.models)
 models = calls.calls()  # the pipeline's model arguments: handles looked up on first use
 add_health_routes(app, lambda: calls)
 add_demo_routes(app)  # GET /: the demo page of every pipeline (serve_app/web/static)
-
-
-def check_images(images: list[ImageInput]) -> None:
-    limit = settings().max_images_per_request
-    if not images:
-        raise errors.bad_input("images: give at least one image", code="no_images")
-    if len(images) > limit:
-        raise errors.bad_input(f"images: {len(images)} given; at most {limit} per request", code="too_many_images")
-    for i, entry in enumerate(images):
-        if (entry.image_url is None) == (entry.image_base64 is None):
-            raise errors.bad_input(
-                f"images[{i}]: give exactly one of image_url or image_base64", code="invalid_image_source"
-            )
-
-
-def base64_loader(text: str, budget: PixelBudget):
-    async def load():
-        # A base64 string this long cannot decode to an image under the byte limit.
-        limit = settings().max_image_bytes
-        if len(text) > limit * 4 // 3 + 1024 and base64_length(text) > limit * 4 // 3 + 1024:
-            raise errors.too_large(f"the image is over the limit of {limit} bytes")
-        return await asyncio.to_thread(lambda: decode_image(decode_base64(text), budget=budget))
-
-    return load
-
-
-def url_loader(url: str, fetcher: UrlFetcher, budget: PixelBudget):
-    async def load():
-        data = await fetcher.fetch(url)
-        return await asyncio.to_thread(decode_image, data, budget=budget)
-
-    return load
+# The people gallery, called only for `match_people`: not in /ready, since extraction works without it.
+gallery = ModelCalls({"gallery": "FaceGallery"}).call("gallery")
+# (unique faces' embeddings [U, D], eligible [U] bool) -> each one's best match or None
+PeopleMatcher = Callable[[np.ndarray, np.ndarray], Awaitable[list]]
 
 
 # The model tier can be redeployed with other weights: their threshold is looked up again after this.
 THRESHOLD_TTL_S = 60.0
 
 
-def build_response(result: Extraction, rid: str, start: float) -> ExtractFacesResponse:
+def build_response(result: Extraction, rid: str, start: float, people: list | None = None) -> ExtractFacesResponse:
+    """`people`: the gallery's best match (or None) of each unique face, in `dedup.kept` order."""
     faces, dedup = result.faces, result.dedup
     merged: dict[int, list[int]] = {}
     for i, lead in enumerate(dedup.leader.tolist()):
         if lead != i:
             merged.setdefault(lead, []).append(i)
     out = []
-    for k in dedup.kept.tolist():
+    for u, k in enumerate(dedup.kept.tolist()):
         f = faces[k]
+        best = people[u] if people else None
         dups = [faces[j] for j in merged.get(k, [])]
         out.append(
             ExtractedFace(
@@ -126,6 +96,9 @@ def build_response(result: Extraction, rid: str, start: float) -> ExtractFacesRe
                     )
                     for j, d in zip(merged.get(k, []), dups)
                 ],
+                person=None
+                if best is None
+                else PersonMatch(person_id=best.person_id, name=best.name, similarity=display.score(best.similarity)),
             )
         )
     return ExtractFacesResponse(
@@ -147,12 +120,19 @@ async def handle(
     models: dict,
     rid: str,
     max_concurrent_images: int = 8,
+    match_people: PeopleMatcher | None = None,
 ) -> ExtractFacesResponse:
     """/extract-faces' work without HTTP (the ingress, the tests and the benchmark call
-    it): image loaders in, the response out. `params` resolved (`with_threshold`)."""
+    it): image loaders in, the response out. `params` resolved (`with_threshold`);
+    `match_people` given: each unique face looked up in the people gallery."""
     start = time.perf_counter()
     result = await extract_faces(loaders, params, **models, max_concurrent_images=max_concurrent_images)
-    return await asyncio.to_thread(build_response, result, rid, start)
+    people = None
+    kept = result.dedup.kept
+    if match_people is not None and len(kept):
+        embeddings = np.stack([result.faces[k].embedding for k in kept.tolist()])
+        people = await match_people(embeddings, ~np.asarray(result.low_quality, bool)[kept])
+    return await asyncio.to_thread(build_response, result, rid, start, people)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -161,47 +141,58 @@ class FaceExtractIngress:
     def __init__(self, args: "FaceExtractArgs"):
         self.max_concurrent_images = args.max_concurrent_images
         self.request_timeout_s = args.request_timeout_s
-        self._threshold: tuple[float, float] | None = None  # (when looked up, the recogniser's threshold)
+        self._recogniser: tuple[float, str, float | None] | None = None  # (when looked up, weights, threshold)
 
-    async def recogniser_threshold(self) -> float:
-        """The calibrated threshold of the weights the ArcFace deployment serves."""
+    async def recogniser(self) -> tuple[str, float | None]:
+        """(the weights the ArcFace deployment serves, their calibrated threshold or None)."""
         now = time.monotonic()
-        if self._threshold is None or now - self._threshold[0] > THRESHOLD_TTL_S:
+        if self._recogniser is None or now - self._recogniser[0] > THRESHOLD_TTL_S:
             handle = await calls.handle(SPEC.models["embed"])
             weights = (await handle.describe.remote())["weights"]
             try:
                 threshold = await asyncio.to_thread(calibrated_threshold, weights)
-            except NoCalibratedThreshold as exc:
-                raise errors.invalid_parameter("similarity_threshold", f"{exc}; give one") from None
-            self._threshold = (now, threshold)
-        return self._threshold[1]
+            except NoCalibratedThreshold:
+                threshold = None
+            self._recogniser = (now, weights, threshold)
+        return self._recogniser[1], self._recogniser[2]
+
+    async def recogniser_threshold(self) -> float:
+        """The calibrated threshold of the weights the ArcFace deployment serves."""
+        weights, threshold = await self.recogniser()
+        if threshold is None:
+            raise errors.invalid_parameter(
+                "similarity_threshold",
+                f"the recogniser's weights {weights} have no calibrated similarity threshold "
+                "in assets/manifest.yaml; give one",
+            )
+        return threshold
 
     @app.post(
         "/extract-faces",
         response_model=ExtractFacesResponse,
-        responses={400: {}, 408: {}, 413: {}, 415: {}, 422: {}, 500: {}, 503: {}},
+        responses={400: {}, 401: {}, 408: {}, 409: {}, 413: {}, 415: {}, 422: {}, 500: {}, 503: {}},
     )
     async def extract_faces(self, request: Request, body: ExtractFacesRequest) -> ExtractFacesResponse:
-        check_images(body.images)
+        if body.match_people:
+            # Biometric lookups need the key /v1/people needs (the first check may read the key file).
+            await asyncio.to_thread(auth.authorize, request.headers.get("authorization"))
         params = FaceExtractParams(**body.model_dump(include=set(FaceExtractParams.model_fields)))
-        needs_fetch = any(entry.image_url is not None for entry in body.images)
         timeout_s = self.request_timeout_s or settings().request_timeout_s
-        # The request's work budget: its images' decoded pixels together (each charged
-        # from its header, before decoding); over it the whole request is refused.
-        budget = PixelBudget(settings().max_request_pixels)
 
         async def run() -> ExtractFacesResponse:
-            async with UrlFetcher() if needs_fetch else contextlib.nullcontext() as fetcher:
-                loaders = [
-                    base64_loader(e.image_base64, budget)
-                    if e.image_base64 is not None
-                    else url_loader(e.image_url, fetcher, budget)
-                    for e in body.images
-                ]
+            async with image_loaders(body.images) as loaders:
                 # The served recogniser's calibrated value, asked for only when the client gave none.
                 served = await self.recogniser_threshold() if params.similarity_threshold is None else None
                 resolved = params.with_threshold(lambda: served)
-                return await handle(loaders, resolved, models, request_id(request), self.max_concurrent_images)
+                matcher = None
+                if body.match_people:
+                    weights, _ = await self.recogniser()
+
+                    # A person matches at the threshold that merges two faces into one person.
+                    async def matcher(embeddings, eligible):
+                        return await match_faces(embeddings, eligible, gallery, weights, resolved.similarity_threshold)
+
+                return await handle(loaders, resolved, models, request_id(request), self.max_concurrent_images, matcher)
 
         # The deadline covers fetching, decoding and every model call; over it the work
         # is cancelled (fetches closed, queued model calls withdrawn) and the client gets

@@ -18,7 +18,6 @@ it costs no parsing and no model work.
 # annotation to turn serve_config.yaml `args` into PeopleArgs.
 
 import asyncio
-import contextlib
 import time
 import uuid
 
@@ -29,11 +28,11 @@ from ray import serve
 from deployments.face_gallery.model import DeletePerson, GetPerson, ListPeople
 from deployments.face_gallery.store import PersonRecord
 from serve_app import display, errors
-from serve_app.apps.face_extract import base64_loader, check_images, max_body_bytes, url_loader
+from serve_app.apps.images_json import image_loaders, max_body_bytes
 from serve_app.apps.ingress import ModelCalls, add_health_routes, guarded
 from serve_app.config.model_tier import NoCalibratedThreshold, calibrated_threshold
 from serve_app.config.settings import settings
-from serve_app.imaging import OverBudget, PixelBudget
+from serve_app.imaging import OverBudget
 from serve_app.pipelines.people import (
     SPEC,
     SearchParams,
@@ -58,7 +57,6 @@ from serve_app.web.people_schemas import (
     SearchResponse,
 )
 from serve_app.web.schemas import ImageError, ImageInput
-from serve_app.web.url_fetch import UrlFetcher
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 # The model tier can be redeployed with other weights: they are looked up again after this.
@@ -111,22 +109,6 @@ def person_out(record: PersonRecord) -> PersonOut:
         faces=record.faces,
         created_at=record.created_at.isoformat(timespec="milliseconds"),
     )
-
-
-@contextlib.asynccontextmanager
-async def image_loaders(images: list[ImageInput]):
-    """One loader per image (base64, or a URL fetched as /extract-faces fetches it),
-    all charged to one pixel budget."""
-    check_images(images)
-    budget = PixelBudget(settings().max_request_pixels)
-    fetch = any(e.image_url is not None for e in images)
-    async with UrlFetcher() if fetch else contextlib.nullcontext() as fetcher:
-        yield [
-            base64_loader(e.image_base64, budget)
-            if e.image_base64 is not None
-            else url_loader(e.image_url, fetcher, budget)
-            for e in images
-        ]
 
 
 def image_errors(failures) -> list[ImageError]:

@@ -7,7 +7,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve_app.pipelines.people import PeopleParams, SearchParams
-from serve_app.web.schemas import ImageError, ImageInput
+from serve_app.web.schemas import ImageError, ImageInput, PersonMatch
 
 MAX_NAME_CHARS = 256
 MAX_METADATA_BYTES = 16 * 1024
@@ -62,12 +62,6 @@ class PeopleListResponse(BaseModel):
     request_id: str
     people: list[PersonOut] = Field(description="oldest first")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: this is the last")
-
-
-class PersonMatch(BaseModel):
-    person_id: str
-    name: str | None
-    similarity: float = Field(description="cosine similarity of the face to the person's closest enrolled face")
 
 
 class SearchedFace(BaseModel):

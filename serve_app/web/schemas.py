@@ -106,6 +106,18 @@ class ExtractFacesRequest(FaceExtractParams):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     images: list[ImageInput] = Field(description="at most MAX_IMAGES_PER_REQUEST entries")
+    match_people: bool = Field(
+        False,
+        description="look each unique face up in the people gallery (its `person`); needs Authorization: Bearer <key>",
+    )
+
+
+class PersonMatch(BaseModel):
+    """A person of the gallery a face matches (/v1/people/search, /extract-faces match_people)."""
+
+    person_id: str
+    name: str | None
+    similarity: float = Field(description="cosine similarity of the face to the person's closest enrolled face")
 
 
 class DuplicateFace(BaseModel):
@@ -131,6 +143,11 @@ class ExtractedFace(BaseModel):
     )
     duplicate_ids: list[str] = Field(default_factory=list, description="face_ids merged into this face")
     duplicates: list[DuplicateFace] = Field(default_factory=list, description="the merged faces themselves")
+    person: PersonMatch | None = Field(
+        None,
+        description="with match_people: the enrolled person this face matches best at or above "
+        "similarity_threshold; null: nobody (always null for a low_quality face, and without match_people)",
+    )
 
 
 class ImageError(BaseModel):

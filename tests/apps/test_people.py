@@ -176,3 +176,40 @@ def test_pages_and_bad_requests(client, url, auth, photos_dir):
     assert_error(unknown, 404, "person_not_found")
     for person_id in ids:
         assert client.delete(f"{url}/{person_id}", headers=auth).status_code == 204
+
+
+@pytest.fixture(scope="module")
+def extract_url(serve_url, model_tier):
+    from ray import serve
+
+    from serve_app.apps.face_extract import FaceExtractArgs, build
+    from serve_app.pipelines.face_extract import SPEC
+
+    serve.run(build(FaceExtractArgs()), name=SPEC.name, route_prefix="/")
+    yield serve_url + "/extract-faces"
+    serve.delete(SPEC.name)
+
+
+def test_extract_faces_match_people(client, url, extract_url, auth, key, photos_dir):
+    rob = {"name": "Rob Lowe", "images": [image(photos_dir, "lfw_Rob_Lowe_0001.jpg")]}
+    person_id = created(client.post(url, json=rob, headers=auth))["person_id"]
+    two = {"images": [image(photos_dir, "lfw_Rob_Lowe_0002.jpg"), image(photos_dir, "lfw_Nathalie_Baye_0002.jpg")]}
+
+    # Without match_people no key is needed and nobody is looked up.
+    plain = ok(client.post(extract_url, json=two))
+    assert plain["unique_faces"] == 2 and all(f["person"] is None for f in plain["faces"])
+    # With it, the key /v1/people needs.
+    for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {key}"}):
+        refused = client.post(extract_url, json={**two, "match_people": True}, headers=header)
+        assert_error(refused, 401, "unauthorized")
+
+    matched = ok(client.post(extract_url, json={**two, "match_people": True}, headers=auth))
+    people = {f["image_index"]: f["person"] for f in matched["faces"]}
+    assert set(people) == {0, 1}
+    assert (people[0]["person_id"], people[0]["name"]) == (person_id, "Rob Lowe")
+    assert matched["similarity_threshold"] <= people[0]["similarity"] <= 1
+    assert people[1] is None  # Nathalie Baye was never enrolled
+
+    assert client.delete(f"{url}/{person_id}", headers=auth).status_code == 204
+    forgotten = ok(client.post(extract_url, json={**two, "match_people": True}, headers=auth))
+    assert all(f["person"] is None for f in forgotten["faces"])
