@@ -9,6 +9,11 @@ order, with the endpoint's rules (faces of one input are never merged; faces und
 quality floor are never merged; the threshold is the recogniser's calibrated one unless
 --similarity-threshold is given), and <output>/faces.parquet: one row per face with its
 cluster id and low_quality flag, plus one error row per input that could not be read.
+
+With --enrol, each unique person found (a cluster; faces under the quality floor are
+no identity evidence and are left out) is then enrolled into the people gallery with
+all of their faces, unnamed (serve_app/jobs/gallery_enrol.py; a re-run adds only faces
+not enrolled before).
 """
 
 from __future__ import annotations
@@ -92,16 +97,26 @@ def resolve(params: FaceExtractParams, args: argparse.Namespace) -> FaceExtractP
         return params  # the weights themselves are unusable: building the models reports that
 
 
-def options(args: argparse.Namespace) -> dict:
-    """Where the threshold came from, for faces.parquet's metadata."""
-    from serve_app.config.assets import AssetCorrupt, AssetMissing
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--enrol",
+        action="store_true",
+        help="enrol each unique person found into the people gallery (the FaceGallery block of --serve-config)",
+    )
 
+
+def options(args: argparse.Namespace) -> dict:
+    """Where the threshold came from, for faces.parquet's metadata; with --enrol, the gallery."""
+    from serve_app.config.assets import AssetCorrupt, AssetMissing
+    from serve_app.jobs import gallery_enrol
+
+    enrol = gallery_enrol.gallery_options(args) if getattr(args, "enrol", False) else {}
     if args.similarity_threshold is not None:
-        return {"threshold_source": "--similarity-threshold"}
+        return {"threshold_source": "--similarity-threshold", **enrol}
     try:
-        return {"threshold_source": f"calibrated for {recogniser_weights(args)}"}
+        return {"threshold_source": f"calibrated for {recogniser_weights(args)}", **enrol}
     except (AssetMissing, AssetCorrupt):
-        return {"threshold_source": "calibrated"}  # unusable weights: building the models reports that
+        return {"threshold_source": "calibrated", **enrol}  # unusable weights: building the models reports that
 
 
 def finalize(rows: list[dict], output: Path, opts: dict) -> None:
@@ -184,6 +199,23 @@ def finalize(rows: list[dict], output: Path, opts: dict) -> None:
         f"never merged; threshold {threshold:g}, {source}), "
         f"{sum(1 for r in rows if r.get('error'))} unreadable inputs -> {output / PARQUET_FILE}"
     )
+    if "gallery" in opts:
+        enrol_clusters(faces, clusters, low_quality, output, opts)
+
+
+def enrol_clusters(faces: list[tuple[str, dict]], clusters: list[int], low_quality, output: Path, opts: dict) -> None:
+    """--enrol: one unnamed person per cluster, with every face of it (by face id)."""
+    from serve_app.jobs import gallery_enrol
+
+    groups: dict[int, gallery_enrol.Group] = {}
+    metadata = {"source": "face-extract", "input": opts["input"]}
+    for (_, face), cluster, low in zip(faces, clusters, low_quality):
+        if low:
+            continue
+        group = groups.setdefault(cluster, gallery_enrol.Group(None, dict(metadata)))
+        group.add(face["face_id"], face["embedding"], output / face["headshot"])
+    done = gallery_enrol.enrol_groups(list(groups.values()), output, opts, "batch:face-extract")
+    print(gallery_enrol.summary("face-extract", done))
 
 
 def face_low_quality(face: dict, params: FaceExtractParams) -> bool:
@@ -194,4 +226,4 @@ def face_low_quality(face: dict, params: FaceExtractParams) -> bool:
     return not meets_quality_floor(face["bbox"], face["score"], params)
 
 
-JOB = BatchJob(SPEC, HELP, process, options=options, resolve=resolve, finalize=finalize)
+JOB = BatchJob(SPEC, HELP, process, add_arguments=add_arguments, options=options, resolve=resolve, finalize=finalize)
