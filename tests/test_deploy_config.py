@@ -336,6 +336,11 @@ def test_readme_documents_every_setting():
     from serve_app.config.settings import Sam2Config
 
     names |= set(Sam2Config.env_names().values())
+    # The people gallery's: its store (deployments/face_gallery/store.py) and its API key.
+    from deployments.face_gallery import store
+    from serve_app.web import auth
+
+    names |= {store.DATA_DIR_ENV, store.DSN_ENV, store.DSN_FILE_ENV, auth.KEY_ENV}
     assert names and not [n for n in sorted(names) if f"`{n}`" not in readme]
 
 
