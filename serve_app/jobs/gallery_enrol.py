@@ -58,14 +58,15 @@ def gallery_options(args: argparse.Namespace) -> dict:
     """The gallery model (class, config) and the recogniser weights the job's faces come
     from, resolved on the driver before any work: a bad FaceGallery block stops the job
     at once."""
-    from serve_app.config.model_tier import model_config
-    from serve_app.jobs.face_extract import recogniser_weights
+    from serve_app.config.model_tier import model_config, served_weights
+    from serve_app.pipelines.people import SPEC
 
+    blocks, recogniser = model_blocks(args), SPEC.models["embed"]
     try:
-        cls, cfg, _ = model_config(GALLERY, model_blocks(args).get(GALLERY))
+        cls, cfg, _ = model_config(GALLERY, blocks.get(GALLERY))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{GALLERY}: its config in {args.serve_config}: {exc}") from None
-    return {"gallery": (cls, cfg), "weights": recogniser_weights(args)}
+    return {"gallery": (cls, cfg), "weights": served_weights(recogniser, blocks.get(recogniser))}
 
 
 def load_ledger(output: Path) -> dict[str, str]:
