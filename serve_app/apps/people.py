@@ -6,7 +6,7 @@
   DELETE /v1/people/{person_id}          forget them: embeddings, crops, index entries (204)
   POST   /v1/people/{person_id}/faces    add faces from images
   POST   /v1/people/search               who is in these images
-  GET    /v1/people/health, /ready       open; every other route needs Authorization: Bearer <key>
+  GET    /v1/people/health, /ready, /openapi.json   open; every other route needs Authorization: Bearer <key>
 
 Graph: PeopleIngress -> RetinaFace, ArcFace (as /extract-faces finds faces) ->
 FaceGallery (the store and the in-memory search, deployments/face_gallery/). The key
@@ -58,7 +58,9 @@ from serve_app.web.people_schemas import (
 )
 from serve_app.web.schemas import ImageError, ImageInput
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+# Open: liveness, readiness and the API's own description (the demo page builds its
+# fields from it); it holds no person's data.
+OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json"})
 # The model tier can be redeployed with other weights: they are looked up again after this.
 RECOGNISER_TTL_S = 60.0
 ERRORS = {status: {} for status in (400, 401, 404, 408, 409, 413, 415, 422, 503)}

@@ -49,6 +49,7 @@ ROUTES = {
     "mask_augment": "/v1/mask-augment",
     "anonymize": "/v1/anonymize",
     "face_extract": "/",
+    "people": "/v1/people",
 }
 # The page's drawing colours (serve_app/web/static/app.js BOX and DUP).
 BOX_RGB, DUP_RGB = (255, 234, 0), (255, 61, 0)
@@ -92,7 +93,7 @@ def server(serve_url, model_tier):
     together, and deleted together (one after another costs seconds each)."""
     from ray import serve
 
-    from serve_app.apps import anonymize, face_extract, face_mask, face_mask_sam2, mask_augment
+    from serve_app.apps import anonymize, face_extract, face_mask, face_mask_sam2, mask_augment, people
 
     builds = {
         "face_mask": face_mask.build(face_mask.FaceMaskArgs()),
@@ -100,6 +101,7 @@ def server(serve_url, model_tier):
         "mask_augment": mask_augment.build(mask_augment.MaskAugmentArgs()),
         "anonymize": anonymize.build(anonymize.AnonymizeArgs(morphable_model_asset="tddfa-bfm-assembled")),
         "face_extract": face_extract.build(face_extract.FaceExtractArgs()),
+        "people": people.build(people.PeopleArgs()),
     }
     start = time.monotonic()
     serve.run_many([serve.RunTarget(app, name=name, route_prefix=ROUTES[name]) for name, app in builds.items()])
@@ -316,6 +318,46 @@ def test_anonymisation_shows_the_anonymised_picture(page, shots, photos_dir):
     # The face really changed: the two pictures differ by more than the box outline.
     assert page.evaluate(CANVAS_DIFF, ["original", "anonymised"]) > 1.0
     assert page.locator("#result img.render").count() == 1
+
+
+def test_people_enrol_then_search_draws_names(page, shots, server, photos_dir):
+    """The people pipelines: refused without the key, then a face enrolled under a name
+    and found again in another photo, the name drawn on it; a stranger stays unknown."""
+    key = (Path(os.environ["FACEGRAPH_DATA_DIR"]) / "api_key").read_text().strip()
+    rob1, rob2, nathalie = (
+        photos_dir / n for n in ("lfw_Rob_Lowe_0001.jpg", "lfw_Rob_Lowe_0002.jpg", "lfw_Nathalie_Baye_0002.jpg")
+    )
+
+    response = run(page, "people-search", [rob2])
+    assert response.status == 401
+    assert page.inner_text("#error").startswith("This pipeline needs the API key")
+
+    page.fill("#api-key", key)
+    response = run(page, "people-enrol", [rob1], name="Rob Demo")
+    page.screenshot(path=str(shots / "10-people-enrol.png"), full_page=True)
+    assert response.status == 201, response.text()
+    person_id = response.json()["person_id"]
+    assert page.get_attribute("body", "data-state") == "done", page.inner_text("#error")
+    assert page.inner_text("#result h2").startswith("Enrolled · Rob Demo · 1 face added")
+    assert person_id in page.inner_text("#result")
+    assert shown(page)["request-id"] == response.json()["request_id"]
+
+    page.select_option("#pipeline", "people-search")  # the key stays typed in across pipelines
+    assert page.input_value("#api-key") == key
+    response = run(page, "people-search", [rob2, nathalie])
+    page.screenshot(path=str(shots / "11-people-search.png"), full_page=True)
+    assert response.status == 200
+    assert page.get_attribute("body", "data-state") == "done", page.inner_text("#error")
+    drawn = canvases(page)
+    assert [c["boxes"] for c in drawn] == [1, 1]
+    rows = [r.split("\t") for r in page.locator("#result table tbody tr").all_inner_texts()]
+    assert [r[:2] for r in rows] == [["1", "Rob Demo"], ["2", "unknown"]], rows
+    assert page.inner_text("#result h2").startswith("People found · 1 of 2 faces known")
+    assert not page.problems, page.problems
+
+    with httpx.Client(timeout=30) as client:
+        gone = client.delete(f"{server}/v1/people/{person_id}", headers={"Authorization": f"Bearer {key}"})
+        assert gone.status_code == 204
 
 
 def test_errors_are_shown_readably(page, shots, tmp_path, photos_dir):

@@ -1,4 +1,4 @@
-// FaceGraph demo page: one form, five pipelines, results drawn on canvases.
+// FaceGraph demo page: one form, every pipeline, results drawn on canvases.
 // Plain browser JavaScript, no build step. Every request goes to this page's own origin.
 // <body data-state="idle|busy|done|error" data-run="N"> tells a test (or a curious
 // reader) where the Nth run is.
@@ -49,6 +49,22 @@ const PIPELINES = {
       "blurred, the eyes (and mouth) removed, and it is re-rendered into the photo.",
     options: ["alpha", "keep_pose", "remove_mouth", "texture_blur", "max_num_faces"],
   },
+  // The people gallery (/v1/people): every route needs the API key, typed into the page
+  // (kept in this tab only, sent as Authorization: Bearer).
+  "people-enrol": {
+    label: "People: enrol a face",
+    prefix: "/v1/people", path: "/", json: true, key: true, render: renderEnrolment,
+    about: "Remembers a person in the people gallery: the largest face of each chosen image is enrolled " +
+      "under the name given.",
+    options: ["name"],
+  },
+  "people-search": {
+    label: "People: who is this?",
+    prefix: "/v1/people", path: "/search", json: true, key: true, render: renderPeopleSearch,
+    about: "Searches every face of the chosen images in the people gallery and draws the names of the people " +
+      "it knows on their faces.",
+    options: ["top_k", "similarity_threshold"],
+  },
 };
 for (const p of Object.values(PIPELINES)) {
   p.url = p.prefix + (p.path === "/" ? "" : p.path) || "/";
@@ -71,7 +87,15 @@ const ERROR_HINTS = {
   model_error: "A model failed on this image.",
   internal: "The server failed on this request.",
   not_found: "This pipeline is not deployed on this server.",
+  unauthorized: "This pipeline needs the API key: FACEGRAPH_API_KEY, or the api_key file in the server's data directory.",
+  no_usable_face: "No image gave a face to enrol.",
+  person_not_found: "That person is not in the gallery.",
+  weights_mismatch: "The gallery was enrolled with another recogniser.",
+  store_unavailable: "The gallery's store is down: try again in a moment.",
 };
+
+// The people gallery's API key, as typed into the page; never stored.
+let apiKey = "";
 
 const $ = (id) => document.getElementById(id);
 
@@ -107,6 +131,12 @@ function showPipeline() {
   $("pipeline-health").textContent = p.deployed === undefined ? "checking…" : p.deployed;
   const box = $("options");
   box.replaceChildren();
+  if (p.key) {
+    const input = el("input", { id: "api-key", type: "password", autocomplete: "off" });
+    input.value = apiKey;
+    input.addEventListener("input", () => { apiKey = input.value; });
+    box.append(el("label", { for: "api-key", title: "sent as Authorization: Bearer <key>" }, "API key", input));
+  }
   for (const o of p.fields || []) box.append(optionField(o));
 }
 
@@ -181,7 +211,7 @@ function optionValues(p) {
       if (input.validity.badInput) throw new OptionError(`${o.label}: enter a number.`);
       if (input.value.trim() === "") continue; // unset: the server's default
       values[o.name] = Number(input.value);
-    } else values[o.name] = input.value;
+    } else if (input.value.trim() !== "") values[o.name] = input.value; // empty: the server's default
   }
   return values;
 }
@@ -282,9 +312,11 @@ async function send(p, files) {
   const values = optionValues(p);
   if (p.json) {
     const images = await Promise.all(files.map(readDataUri));
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    if (p.key && apiKey.trim()) headers.Authorization = `Bearer ${apiKey.trim()}`;
     return fetch(p.url, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      headers,
       body: JSON.stringify({ images: images.map((uri) => ({ image_base64: uri })), ...values }),
     });
   }
@@ -547,3 +579,55 @@ document.addEventListener("DOMContentLoaded", () => {
   $("image").addEventListener("change", showPreview);
   $("controls").addEventListener("submit", run);
 });
+
+// The image errors of a JSON answer, one line each, naming the file.
+const imageErrors = (body, files) => body.image_errors.map((e) =>
+  `Image ${e.image_index + 1} (${files[e.image_index].name}): ${e.message} [${e.error}]`);
+
+// POST /v1/people: who was enrolled, and from which images.
+async function renderEnrolment(body, files) {
+  const failed = new Set(body.image_errors.map((e) => e.image_index));
+  const row = el("div", { class: "row" });
+  files.forEach((f, i) => {
+    if (failed.has(i)) return;
+    const img = el("img", { class: "enrolled", src: URL.createObjectURL(f), alt: f.name });
+    row.append(figure(`image ${i + 1}: ${f.name}`, img));
+  });
+  const name = body.name || "(no name)";
+  $("result").append(panel(`Enrolled · ${name} · ${plural(body.faces_enrolled, "face")} added`, row,
+    el("p", { class: "person-id" }, "person id ", el("code", { text: body.person_id }),
+      ` · ${plural(body.faces, "face")} in the gallery`)));
+  showNotes(imageErrors(body, files));
+  return { summary: `${name} enrolled` };
+}
+
+// POST /v1/people/search: each image with its faces boxed and the best match's name drawn on them.
+async function renderPeopleSearch(body, files) {
+  const errors = imageErrors(body, files);
+  if (!body.images_processed) {
+    const [code] = new Set(body.image_errors.map((e) => e.error));
+    return { error: { title: ERROR_HINTS[code] || "No image could be used.", detail: errors.join("\n"), code } };
+  }
+  const nameOf = (f) => (f.matches.length ? f.matches[0].name || f.matches[0].person_id.slice(0, 8)
+    : f.low_quality ? "too small to tell" : "unknown");
+  const perImage = files.map(() => []);
+  for (const f of body.faces) perImage[f.image_index].push({ box: f.box, label: nameOf(f) });
+  const failed = new Set(body.image_errors.map((e) => e.image_index));
+  const sources = await Promise.all(files.map((f, i) => (failed.has(i) ? null : loadImage(URL.createObjectURL(f)))));
+  const row = el("div", { class: "row" });
+  sources.forEach((img, i) => {
+    if (img) row.append(figure(`image ${i + 1}: ${files[i].name} · ${plural(perImage[i].length, "face")}`,
+      boxedCanvas(img, perImage[i], files[i].name)));
+  });
+  const known = body.faces.filter((f) => f.matches.length).length;
+  const rows = body.faces.map((f) => el("tr", {},
+    el("td", { text: String(f.image_index + 1) }), el("td", { text: nameOf(f) }),
+    el("td", { text: f.matches.length ? f.matches.map((m) => m.similarity.toFixed(2)).join(", ") : "–" })));
+  $("result").append(panel(`People found · ${known} of ${plural(body.faces.length, "face")} known ` +
+    `(threshold ${body.similarity_threshold})`, row,
+    el("table", {}, el("thead", {}, el("tr", {}, ...["image", "who", "similarity"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows))));
+  if (!body.faces.length) showNotes(["No face was found.", ...errors]);
+  else showNotes(errors);
+  return { summary: `${known} of ${plural(body.faces.length, "face")} known` };
+}
