@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from deployments.face_gallery.errors import PersonNotFound, StoreUnavailable, WeightsMismatch
+from deployments.face_gallery.errors import InvalidRequest, PersonNotFound, StoreUnavailable, WeightsMismatch
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -89,7 +89,7 @@ class PersonRecord:
 class AuditEntry:
     at_us: int
     actor: str
-    action: str  # enrol | add_faces | delete
+    action: str  # enrol | add_faces | delete | reembed
     person_id: str
     faces: int  # faces added or erased
 
@@ -137,6 +137,8 @@ class GalleryStore(Protocol):
     def delete_person(self, person_id: str, actor: str) -> int: ...
     def audit(self, person_id: str | None = None) -> list[AuditEntry]: ...
     def crops(self, person_id: str) -> list[bytes]: ...
+    def face_crops(self) -> list[tuple[str, str, bytes | None]]: ...
+    def reembed(self, embeddings: dict[str, bytes], weights: str, dim: int, actor: str) -> int: ...
     def close(self) -> None: ...
 
 
@@ -427,6 +429,43 @@ class SqlStore:
             SINGLE,
         )
         return [bytes(r[0]) for r in rows]
+
+    def face_crops(self) -> list[tuple[str, str, bytes | None]]:
+        """(face id, person id, its kept crop or None) of every face: what a re-embed reads."""
+        rows = self._run(lambda tx: tx.all("SELECT id, person_id, crop FROM faces ORDER BY id"), SNAPSHOT)
+        return [(r[0], r[1], None if r[2] is None else bytes(r[2])) for r in rows]
+
+    def reembed(self, embeddings: dict[str, bytes], weights: str, dim: int, actor: str) -> int:
+        """Every face's embedding replaced by one from other recogniser `weights`, in ONE
+        transaction (the gallery never holds two recognisers' embeddings at once):
+        `embeddings` maps each face id to its new unit float32 bytes. A face it lacks (one
+        enrolled since its crops were read, or one without a crop) refuses the whole
+        re-embed (InvalidRequest), nothing changed. Every person is marked changed, so
+        replicas reload them; each gets a `reembed` audit entry. -> faces re-embedded."""
+
+        def work(tx: Tx) -> int:
+            seq = self._bump(tx)
+            counts = dict(tx.all("SELECT person_id, count(*) FROM faces GROUP BY person_id"))
+            present = {r[0] for r in tx.all("SELECT id FROM faces")}
+            lacking = present - embeddings.keys()
+            if lacking:
+                raise InvalidRequest(
+                    f"{len(lacking)} faces of the gallery have no new embedding "
+                    "(no kept crop, or enrolled during the re-embed): nothing was changed"
+                )
+            # Faces erased during the re-embed are simply not there to update.
+            tx.many(
+                "UPDATE faces SET embedding = ?, weights = ? WHERE id = ?",
+                [(embeddings[f], weights, f) for f in sorted(present)],
+            )
+            tx.run("UPDATE gallery_meta SET weights = ?, dim = ? WHERE id = 1", (weights, dim))
+            at = now_us()
+            for person_id, faces in counts.items():
+                self._changed(tx, person_id, seq)
+                self._audit(tx, at, actor, "reembed", person_id, int(faces))
+            return len(present)
+
+        return self._run(work, WRITE)
 
     def face_count(self) -> int:
         return self._run(lambda tx: int(tx.one("SELECT count(*) FROM faces")[0]), SINGLE)

@@ -639,3 +639,36 @@ def test_index_ranks_people_not_faces():
     loaded = EmbeddingIndex(DIM)
     loaded.load(rows)
     assert loaded.search(probe[None], top_k=3, threshold=0.0)[0] == found
+
+
+def test_reembed_swaps_every_embedding_in_one_transaction(backend):
+    """`facegraph gallery reembed`'s store step: every face gets an embedding from the new
+    weights (another width here), replicas follow, the old weights are refused from then
+    on, and a gallery with a face that kept no crop is refused whole, nothing changed."""
+    rng = np.random.default_rng(7)
+    g, replica = backend.gallery(keep_crops=True), backend.gallery(keep_crops=True)
+    bases = unit(rng.normal(size=(2, DIM)))
+    people = [
+        enrol(g, np.stack([near(b, rng), near(b, rng)]), name=f"p{i}", crops=[b"a", b"b"]) for i, b in enumerate(bases)
+    ]
+    assert search(replica, bases[1])[0][0].person_id == people[1].person_id
+    crops = g.store.face_crops()
+    assert len(crops) == 4 and all(c in (b"a", b"b") for _, _, c in crops)
+
+    # The new recogniser's 64-d space: each face moves near its owner's new direction.
+    new_bases = unit(rng.normal(size=(2, 64)))
+    index = {p.person_id: k for k, p in enumerate(people)}
+    rows = {f: near(new_bases[index[pid]], rng).astype("<f4").tobytes() for f, pid, _ in crops}
+    assert g.store.reembed(rows, "new-weights-64d", 64, actor="test") == 4
+
+    found = search(replica, new_bases[0], weights="new-weights-64d")
+    assert [m.person_id for m in found[0]] == [people[0].person_id]
+    with pytest.raises(WeightsMismatch):
+        search(replica, bases[0])
+    assert [e.action for e in g.store.audit(people[0].person_id)] == ["enrol", "reembed"]
+
+    enrol(g, near(new_bases[0], rng)[None], weights="new-weights-64d")  # no crop kept for this one
+    with pytest.raises(InvalidRequest, match="1 faces of the gallery have no new embedding"):
+        g.store.reembed(rows, "third-weights-64d", 64, actor="test")
+    # Unchanged: still the new weights' gallery, the person still found (beside the newcomer).
+    assert people[0].person_id in [m.person_id for m in search(replica, new_bases[0], weights="new-weights-64d")[0]]
