@@ -14,6 +14,7 @@ from PIL import Image
 from deployments.face_gallery.errors import unwrap
 from deployments.face_gallery.model import DeletePerson, FaceGallery, FaceGalleryConfig, ListPeople, Search
 from serve_app.config.settings import REPO_ROOT
+from serve_app.imaging import decode_image
 from serve_app.jobs.runner import main
 from tests.helpers import TEST_WEIGHTS, job_argv, results_by_path
 
@@ -21,15 +22,17 @@ pytestmark = pytest.mark.graph
 THRESHOLD = 0.5  # the test recogniser's calibrated threshold
 
 
-def gallery_config(tmp_path):
+def gallery_config(tmp_path, keep_crops=False):
     """The repo's serve config with the gallery on SQLite in tmp_path/gallery."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     doc = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
     [models] = [app for app in doc["applications"] if app["name"] == "models"]
     data_dir = tmp_path / "gallery"
-    models["args"]["models"]["FaceGallery"] = {"config": {"store": "sqlite", "data_dir": str(data_dir)}}
+    store = {"store": "sqlite", "data_dir": str(data_dir), "keep_crops": keep_crops}
+    models["args"]["models"]["FaceGallery"] = {"config": store}
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(doc))
-    return path, FaceGalleryConfig(store="sqlite", data_dir=str(data_dir))
+    return path, FaceGalleryConfig(**store)
 
 
 def people(cfg) -> dict:
@@ -122,3 +125,68 @@ def test_face_extract_enrol_one_person_per_unique_face(tmp_path, photos_dir, ray
     assert main(argv) == 0
     assert "face-extract: 0 people enrolled, 0 given more faces, 0 faces" in capsys.readouterr().out
     assert len(people(cfg)) == 2
+
+
+def enrol_locally(cfg, photos):
+    """One person enrolled from `photos` as /v1/people enrols (largest face, real test
+    models, in this process: no Ray) into the gallery `cfg`. -> the embeddings enrolled."""
+    import asyncio
+
+    from deployments.face_gallery.model import Enrol
+    from deployments.serving import LocalBatcher
+    from serve_app.config.model_tier import ModelArgs, model_config
+    from serve_app.pipelines.people import PeopleParams, largest_faces
+
+    det_cls, det_cfg, _ = model_config("RetinaFace", ModelArgs(asset="retinaface-det-500m"))
+    detect = LocalBatcher(det_cls(det_cfg))
+    arc_cls, arc_cfg, weights = model_config("ArcFace", ModelArgs(asset="arcface-mobilefacenet-128d"))
+    embed = LocalBatcher(arc_cls(arc_cfg))
+
+    def loader(path):
+        async def load():
+            return decode_image(path.read_bytes())
+
+        return load
+
+    found = asyncio.run(largest_faces([loader(p) for p in photos], PeopleParams(), detect, embed))
+    gallery = FaceGallery(cfg)
+    try:
+        unwrap(gallery.predict([Enrol(found.embeddings, weights, name="Rob", crops=found.headshots)])[0])
+    finally:
+        gallery.close()
+    return found.embeddings
+
+
+def test_gallery_reembed_from_kept_crops(tmp_path, photos_dir, capsys):
+    """`facegraph gallery reembed` rebuilds every embedding from the crops the gallery
+    kept: forced with the same recogniser, each face gets back (nearly) the embedding the
+    enrolment made from the photo, so the 160 px crop shrunk to 112 px is the
+    recogniser's input; without crops it changes nothing and says why."""
+    from serve_app.jobs.gallery import main as gallery_main
+
+    photos = [photos_dir / "lfw_Rob_Lowe_0001.jpg", photos_dir / "lfw_Rob_Lowe_0002.jpg"]
+    config, cfg = gallery_config(tmp_path, keep_crops=True)
+    enrolled = enrol_locally(cfg, photos)
+    assert enrolled.shape == (2, 128)
+    reembed = ["reembed", "--serve-config", str(config), "--asset", "ArcFace=arcface-mobilefacenet-128d"]
+
+    assert gallery_main(reembed) == 0
+    assert "already come from arcface-mobilefacenet-128d: nothing to do" in capsys.readouterr().out
+    assert gallery_main([*reembed, "--force"]) == 0
+    assert "2 faces of 1 people now come from arcface-mobilefacenet-128d" in capsys.readouterr().out
+
+    gallery = FaceGallery(cfg)
+    try:
+        stored = np.stack([np.frombuffer(e, "<f4") for _, _, e in gallery.store.load().rows])
+        (person,) = people(cfg).values()
+        assert [a.action for a in gallery.store.audit(person.person_id)] == ["enrol", "reembed"]
+    finally:
+        gallery.close()
+    similarity = stored @ enrolled.T  # each re-embedded face against both enrolled ones
+    assert similarity.max(axis=1).min() > 0.95, similarity
+
+    # A gallery whose faces kept no crop: refused, nothing changed.
+    bare_config, bare_cfg = gallery_config(tmp_path / "bare")
+    enrol_locally(bare_cfg, photos)
+    with pytest.raises(SystemExit, match="2 of the gallery's 2 faces kept no crop"):
+        gallery_main(["reembed", "--serve-config", str(bare_config), "--force"])
