@@ -4,6 +4,7 @@ the repo's scripts and modules do.
     facegraph serve [--config serve_config.yaml] [--no-fetch] [serve run options]
     facegraph batch <job> --input DIR --output OUT ...     (python -m serve_app.jobs.runner)
     facegraph assets fetch|list ...                        (python -m serve_app.config.assets)
+    facegraph gallery reembed ...                          (python -m serve_app.jobs.gallery)
     facegraph bench --list | facegraph bench <name> [its options]   (python -m bench)
 
 scripts/serve.sh is `scripts/setup.sh test` and then `facegraph serve`.
@@ -37,6 +38,9 @@ def serve(args: argparse.Namespace, rest: list[str]) -> int:
                 file=sys.stderr,
             )
     os.environ.setdefault("FACEGRAPH_ALLOW_STAND_INS", "1")
+    # The people gallery's data dir (SQLite, the generated API key), absolute before Ray
+    # starts: Ray's workers run in other folders, and every replica must find the same one.
+    os.environ["FACEGRAPH_DATA_DIR"] = str(Path(os.environ.get("FACEGRAPH_DATA_DIR") or ".facegraph").resolve())
     # The HTTP edge in every Serve proxy (serve_app/web/edge.py): read by the proxy
     # processes, so it must be in the environment Ray starts with.
     from serve_app.web.edge import PROXY_CALLBACK, PROXY_CALLBACK_ENV
@@ -80,9 +84,8 @@ def parser() -> argparse.ArgumentParser:
         help="serve config [default: %(default)s; serve_config.gpu.yaml on a GPU]",
     )
     s.add_argument("--no-fetch", action="store_true", help="skip the asset fetch (an image has them baked in)")
-    # batch and assets keep their own parsers: everything after the word is theirs.
-    sub.add_parser("batch", help="offline batch jobs on Ray Data (facegraph batch --help)", add_help=False)
-    sub.add_parser("assets", help="fetch or list the manifest's assets (facegraph assets --help)", add_help=False)
+    for name, (_, help_text) in PASS_THROUGH.items():  # their own parsers: listed here for --help only
+        sub.add_parser(name, help=help_text, add_help=False)
     b = sub.add_parser(
         "bench",
         help="run a benchmark from bench/ (facegraph bench --list)",
@@ -93,17 +96,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# Commands that are another module's own command line: everything after the word is theirs.
+PASS_THROUGH = {
+    "batch": ("serve_app.jobs.runner", "offline batch jobs on Ray Data (facegraph batch --help)"),
+    "assets": ("serve_app.config.assets", "fetch or list the manifest's assets (facegraph assets --help)"),
+    "gallery": ("serve_app.jobs.gallery", "people gallery maintenance (facegraph gallery reembed --help)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "batch":
-        from serve_app.jobs.runner import main as batch_main
+    if argv and argv[0] in PASS_THROUGH:
+        import importlib
 
-        logging.basicConfig(level=logging.WARNING)  # as `python -m serve_app.jobs.runner`
-        return batch_main(argv[1:])
-    if argv and argv[0] == "assets":
-        from serve_app.config.assets import main as assets_main
-
-        return assets_main(argv[1:])
+        logging.basicConfig(level=logging.WARNING)  # as `python -m <module>`
+        return importlib.import_module(PASS_THROUGH[argv[0]][0]).main(argv[1:])
     if len(argv) > 1 and argv[0] == "bench" and not argv[1].startswith("-"):
         # Everything after the benchmark's name is its own (its --help included).
         return bench(argparse.Namespace(list=False, name=argv[1]), argv[2:])

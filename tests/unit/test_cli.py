@@ -72,7 +72,7 @@ def test_serve_execs_serve_run_with_the_config(monkeypatch, tmp_path):
     monkeypatch.setattr(cli.os, "execv", lambda path, argv: calls.append(argv))
     # setenv first so teardown removes what `serve` sets (a bare delenv of an unset
     # variable records nothing, and the "1" would leak into later tests).
-    for name in ("FACEGRAPH_ALLOW_STAND_INS", "RAY_AUTH_MODE"):
+    for name in ("FACEGRAPH_ALLOW_STAND_INS", "RAY_AUTH_MODE", "FACEGRAPH_DATA_DIR"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     config = tmp_path / "serve_config.gpu.yaml"
@@ -80,6 +80,7 @@ def test_serve_execs_serve_run_with_the_config(monkeypatch, tmp_path):
     (argv,) = calls
     assert Path(argv[0]).name == "serve" and argv[1:] == ["run", str(config), "--address", "auto"]
     assert cli.os.environ["FACEGRAPH_ALLOW_STAND_INS"] == "1" and cli.os.environ["RAY_AUTH_MODE"] == "disabled"
+    assert cli.os.environ["FACEGRAPH_DATA_DIR"] == str(Path(".facegraph").resolve())  # absolute for every replica
 
 
 def test_serve_script_is_setup_then_facegraph_serve():
