@@ -103,7 +103,7 @@ def test_killed_mid_run_then_resumed_every_input_once_and_whole(tmp_path, photos
         for p in out.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(out).parts)
     }
-    assert visible == referenced | {"results.jsonl", "faces.parquet"}  # nothing half-made under a real name
+    assert visible == referenced | {"results.jsonl", "faces.parquet", "weights.json"}  # nothing half-made
 
     table = pq.read_table(out / "faces.parquet").to_pylist()
     faces_per_input = {r["path"]: len(r["faces"]) for r in rows}
