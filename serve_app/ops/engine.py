@@ -61,3 +61,8 @@ def capture(command: list[str], check: bool = True) -> str:
     """Run a command and return its stdout (stripped); not echoed: used for queries."""
     done = subprocess.run(command, check=check, env=engine_env(), capture_output=True, text=True)
     return done.stdout.strip()
+
+
+def succeeds(command: list[str]) -> bool:
+    """Whether a command exits 0 (output discarded): probes such as a health check."""
+    return subprocess.run(command, capture_output=True, env=engine_env()).returncode == 0
