@@ -55,11 +55,14 @@ COPY requirements.txt constraints.txt ./
 # build and pulls ~3 GB of NVIDIA wheels).
 FROM builder-common AS builder-cpu
 ARG TORCH_VERSION=2.13.0+cpu
+# Where the CPU build comes from when the wheelhouse lacks it; empty: the wheelhouse only
+# (`facegraph image build` empties it when its wheelhouse has torch: an unreachable extra
+# index costs pip five retries for every package it resolves).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
     --mount=type=secret,id=site_ca,required=false . /usr/local/lib/facegraph/site-ca.sh \
- && pip install -q --find-links /wheelhouse --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-      -c constraints.txt \
+ && pip install -q --find-links /wheelhouse ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+      "torch==${TORCH_VERSION}" -c constraints.txt \
  && echo "torch==${TORCH_VERSION}" > /app/.venv/torch-constraint.txt \
  && python -c "import torch; assert not torch.version.cuda, torch.__version__"
 # The runtime set (requirements.txt; dev tools are in requirements-dev.txt), then exactly

@@ -108,6 +108,8 @@ def build_command(args: argparse.Namespace, eng: str, wheelhouse: Path | None) -
         command += ["--build-arg", "PYTORCH3D=cuda"]
     if wheelhouse:
         command += ["--build-context", f"wheelhouse={wheelhouse}"]
+        if any(wheelhouse.glob("torch-*+cpu-*.whl")):
+            command += ["--build-arg", "TORCH_INDEX_URL="]  # the wheelhouse has it: no other index
     if args.assets_mirror:
         command += ["--build-context", f"assets-mirror={args.assets_mirror.resolve()}"]
     if args.ca_bundle:
