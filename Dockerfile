@@ -138,7 +138,8 @@ COPY deployments ./deployments
 # stand-ins (named in /healthz); 0: the build fails unless the whole production set is in.
 ARG ALLOW_STAND_INS=1
 ARG ALLOW_UNPINNED=0
-# With a mirror given, nothing is downloaded: urllib's proxy points at a closed port, so a
+# The files are root's and readable by all (the fetch writes 0600 temporaries): the server
+# runs as `facegraph`. With a mirror given, nothing is downloaded: urllib's proxy points at a closed port, so a
 # file the mirror lacks fails at once instead of trying its source URLs.
 RUN --mount=type=bind,from=assets-mirror,target=/mirror \
     set -e; \
@@ -148,7 +149,8 @@ RUN --mount=type=bind,from=assets-mirror,target=/mirror \
     if ! python -m serve_app.config.assets fetch --set production --dest /app/.assets $mirror $unpinned; then \
       [ "$ALLOW_STAND_INS" = 1 ] || { echo "production assets missing and ALLOW_STAND_INS=0" >&2; exit 1; }; \
       echo "production assets missing: their test stand-ins are served (named in /healthz)"; \
-    fi
+    fi; \
+    chmod -R a+rX /app/.assets
 
 # ---- runtime: the base image, the venv, the code and the assets; no compiler, no dev tools ----
 FROM ${BASE_IMAGE} AS runtime
