@@ -7,6 +7,8 @@ config, and print start-up time and image size. The last line is
 
 The container serves on a free loopback port: the serve config is copied with that port
 and mounted read-only. Everything it starts carries the ops label and is removed after.
+podman schedules HEALTHCHECKs with systemd timers and logs an error where there is no
+systemd (as here); the check itself is run here with `podman healthcheck run`.
 """
 
 from __future__ import annotations
@@ -71,14 +73,26 @@ def healthy(eng: str, name: str) -> bool:
     return engine.capture([eng, "inspect", "--format", "{{.State.Health.Status}}", name], check=False) == "healthy"
 
 
-def wait_healthy(eng: str, name: str, timeout: float) -> float:
-    """Seconds from now until the container is healthy; raises if it exits or times out."""
+def failed_applications(base: str) -> list[str]:
+    """Applications Serve gave up on (DEPLOY_FAILED): no point waiting for healthy then."""
+    try:
+        health = get_json(base + "/healthz", timeout=5)
+    except (urllib.error.URLError, OSError, ValueError):
+        return []  # not serving yet
+    return [app for app, status in health.get("applications", {}).items() if status == "DEPLOY_FAILED"]
+
+
+def wait_healthy(eng: str, name: str, base: str, timeout: float) -> float:
+    """Seconds from now until the container is healthy; raises if it exits, an application
+    fails to deploy, or time runs out."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if not running(eng, name):
             raise RuntimeError("the container exited before it was healthy")
         if healthy(eng, name):
             return time.monotonic() - started
+        if failed := failed_applications(base):
+            raise RuntimeError(f"application(s) failed to deploy: {', '.join(failed)}")
         time.sleep(3)
     raise RuntimeError(f"not healthy after {timeout:.0f} s")
 
@@ -192,9 +206,9 @@ def run(args: argparse.Namespace) -> int:
         config_file = smoke_config(source, port, Path(tmp) / "serve_config.yaml")
         engine.run(run_command(eng, image, name, config_file, args.env), stdout=subprocess.DEVNULL)
         try:
-            took = wait_healthy(eng, name, args.timeout)
-            print(f"  healthy after {took:.0f} s (the image's HEALTHCHECK)")
             base = f"http://127.0.0.1:{port}"
+            took = wait_healthy(eng, name, base, args.timeout)
+            print(f"  healthy after {took:.0f} s (the image's HEALTHCHECK)")
             show_health(base)
             container_checks(eng, name)
             answered, total = ask_pipelines(yaml.safe_load(config_file.read_text()), base, args.images_dir)
