@@ -23,6 +23,8 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # The CUDA-toolkit build of PyTorch3D for the GPU image: none (default; the GPU image then
 # renders with the plain-torch MeshRenderer backend) or cuda (needs NVIDIA's apt repository).
 ARG PYTORCH3D=none
+# The one OpenCV both venvs keep (as scripts/setup.sh: OpenCV 5 has no CascadeClassifier).
+ARG OPENCV_VERSION=4.11.0.86
 
 FROM scratch AS wheelhouse
 FROM scratch AS assets-mirror
@@ -54,6 +56,7 @@ COPY requirements.txt constraints.txt ./
 # once when no wheelhouse or index offers it (PyPI's torch==2.13.0 is the 527 MB CUDA
 # build and pulls ~3 GB of NVIDIA wheels).
 FROM builder-common AS builder-cpu
+ARG OPENCV_VERSION
 ARG TORCH_VERSION=2.13.0+cpu
 # Where the CPU build comes from when the wheelhouse lacks it; empty: the wheelhouse only
 # (`facegraph image build` empties it when its wheelhouse has torch: an unreachable extra
@@ -72,11 +75,13 @@ RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
     --mount=type=secret,id=site_ca,required=false . /usr/local/lib/facegraph/site-ca.sh \
  && pip install -q --find-links /wheelhouse -r requirements.txt -c constraints.txt -c .venv/torch-constraint.txt \
  && pip uninstall -q -y opencv-python opencv-contrib-python opencv-python-headless \
- && pip install -q --no-deps "$(grep -i '^opencv-python-headless==' constraints.txt)" \
+ && pip install -q --no-deps "opencv-python-headless==${OPENCV_VERSION}" \
  && if ls /wheelhouse/pytorch3d-*.whl >/dev/null 2>&1; then \
       pip install -q --no-index --find-links /wheelhouse pytorch3d -c .venv/torch-constraint.txt \
       && python -c "import pytorch3d.renderer"; \
-    fi
+    fi \
+ && python -c "import cv2; assert hasattr(cv2, 'CascadeClassifier'), cv2.__version__" \
+ && python -c "import mediapipe, onnxruntime, openvino, pydensecrf.densecrf, ray.serve, transformers"
 COPY deploy/image/slim-venv.sh /usr/local/lib/facegraph/slim-venv.sh
 RUN sh /usr/local/lib/facegraph/slim-venv.sh /app/.venv
 
@@ -108,6 +113,7 @@ RUN --mount=type=secret,id=site_ca,required=false . /usr/local/lib/facegraph/sit
 FROM pytorch3d-${PYTORCH3D} AS pytorch3d-wheel
 
 FROM builder-common AS builder-gpu
+ARG OPENCV_VERSION
 RUN --mount=type=secret,id=site_ca,required=false . /usr/local/lib/facegraph/site-ca.sh \
  && pip install -q torch==2.13.0 -c constraints.txt \
  && echo "torch==2.13.0" > /app/.venv/torch-constraint.txt \
@@ -116,7 +122,7 @@ RUN --mount=type=bind,from=pytorch3d-wheel,source=/wheels,target=/p3d \
     --mount=type=secret,id=site_ca,required=false . /usr/local/lib/facegraph/site-ca.sh \
  && pip install -q -r requirements.txt -c constraints.txt -c .venv/torch-constraint.txt \
  && pip uninstall -q -y opencv-python opencv-contrib-python opencv-python-headless onnxruntime \
- && pip install -q --no-deps "$(grep -i '^opencv-python-headless==' constraints.txt)" \
+ && pip install -q --no-deps "opencv-python-headless==${OPENCV_VERSION}" \
  && pip install -q "onnxruntime-gpu[cuda,cudnn]==$(sed -n 's/^onnxruntime==//p' requirements.txt)" \
       -c constraints.txt -c .venv/torch-constraint.txt \
  && if ls /p3d/pytorch3d-*.whl >/dev/null 2>&1; then \
@@ -165,14 +171,8 @@ ENV VIRTUAL_ENV=/app/.venv \
     FACEGRAPH_ALLOW_STAND_INS=${ALLOW_STAND_INS} \
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_app.web.edge:proxy_middlewares \
     XDG_CACHE_HOME=/tmp/.cache \
-    MPLCONFIGDIR=/tmp/.cache/matplotlib
-# Writable scratch (Ray's session dir, caches) is /tmp only, so the root filesystem can be
-# mounted read-only with a tmpfs on /tmp. The code and assets belong to root: read-only to the server.
-COPY --from=assets /app/.assets /app/.assets
-COPY pyproject.toml requirements.txt constraints.txt serve_config.yaml serve_config.gpu.yaml ./
-COPY assets ./assets
-COPY deployments ./deployments
-COPY serve_app ./serve_app
+    MPLCONFIGDIR=/tmp/.cache/matplotlib \
+    FACEGRAPH_ONNX_CACHE=/tmp/.cache/facegraph/parser_onnx
 EXPOSE 8000 8265
 # The model tier's root health route: healthy while every application is RUNNING and every
 # model answers (status "ok"; "degraded" names what is not). Python, not curl: one tool less.
@@ -182,10 +182,23 @@ USER facegraph
 
 # ---- CPU image: torch's CPU build, onnxruntime/OpenVINO, PyTorch3D when the wheelhouse had it ----
 FROM runtime AS cpu
+# Writable scratch (Ray's session dir, caches) is /tmp only, so the root filesystem can be
+# mounted read-only with a tmpfs on /tmp. The venv, assets and code belong to root: read-only
+# to the server. Largest and least often changed first, so a code change rebuilds small layers.
 COPY --from=builder-cpu /app/.venv /app/.venv
+COPY --from=assets /app/.assets /app/.assets
+COPY pyproject.toml requirements.txt constraints.txt serve_config.yaml serve_config.gpu.yaml ./
+COPY assets ./assets
+COPY deployments ./deployments
+COPY serve_app ./serve_app
 CMD ["facegraph", "serve", "--no-fetch"]
 
 # ---- GPU image: CUDA torch and onnxruntime-gpu; the NVIDIA driver comes from the node ----
 FROM runtime AS gpu
 COPY --from=builder-gpu /app/.venv /app/.venv
+COPY --from=assets /app/.assets /app/.assets
+COPY pyproject.toml requirements.txt constraints.txt serve_config.yaml serve_config.gpu.yaml ./
+COPY assets ./assets
+COPY deployments ./deployments
+COPY serve_app ./serve_app
 CMD ["facegraph", "serve", "--no-fetch", "--config", "serve_config.gpu.yaml"]

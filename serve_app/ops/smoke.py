@@ -194,6 +194,14 @@ def show_health(base: str) -> None:
         print(f"    {model}: {about.get('weights')} on {about.get('device')}")
 
 
+def show_logs(eng: str, name: str) -> None:
+    """The container's last lines, errors first: what an operator reads when it fails."""
+    done = subprocess.run([eng, "logs", "--tail", "300", name], capture_output=True, text=True, env=engine.engine_env())
+    lines = (done.stdout + done.stderr).splitlines()
+    errors = [line for line in lines if "Error" in line or "error" in line][-15:]
+    print("\n".join(["  container errors:", *errors, "  container log tail:", *lines[-15:]]))
+
+
 def run(args: argparse.Namespace) -> int:
     eng = engine.pick(args.engine)
     image = args.image or f"facegraph:{__version__}"
@@ -213,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             container_checks(eng, name)
             answered, total = ask_pipelines(yaml.safe_load(config_file.read_text()), base, args.images_dir)
         except RuntimeError as exc:
-            print(engine.capture([eng, "logs", "--tail", "40", name], check=False))
+            show_logs(eng, name)
             print(f"image smoke: FAILED, {exc}, size {size_gb:.2f} GB")
             return 1
         finally:
