@@ -302,6 +302,12 @@ def test_dockerfile_builds_slim_cpu_and_gpu_images():
     assert re.search(r"^ARG PYTORCH3D=none$", docker, re.M) and "FROM pytorch3d-${PYTORCH3D} AS" in docker
     assert "FORCE_CUDA=1" in stages["pytorch3d-cuda"] and "facebookresearch/pytorch3d" in stages["pytorch3d-cuda"]
     assert "serve_config.gpu.yaml" in stages["gpu"]
+    # Exactly one OpenCV, the version scripts/setup.sh keeps, checked where it is installed.
+    (opencv,) = re.findall(r"opencv-python-headless==([0-9.]+)", (ROOT / "scripts" / "setup.sh").read_text())
+    assert f"ARG OPENCV_VERSION={opencv}" in docker
+    for name in ("builder-cpu", "builder-gpu"):
+        assert 'pip install -q --no-deps "opencv-python-headless==${OPENCV_VERSION}"' in stages[name], name
+    assert "CascadeClassifier" in stages["builder-cpu"]
 
 
 def test_requirements_split_runtime_from_dev_tools():
