@@ -176,8 +176,9 @@ ENV VIRTUAL_ENV=/app/.venv \
 EXPOSE 8000 8265
 # The model tier's root health route: healthy while every application is RUNNING and every
 # model answers (status "ok"; "degraded" names what is not). Python, not curl: one tool less.
+# FACEGRAPH_HEALTH_URL: where a config that moves Serve's port (host networking) serves it.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
-  CMD ["python", "-c", "import json, sys, urllib.request as u; r = json.load(u.urlopen('http://127.0.0.1:8000/healthz', timeout=8)); sys.exit(r.get('status') != 'ok')"]
+  CMD ["python", "-c", "import json, os, sys, urllib.request as u; url = os.environ.get('FACEGRAPH_HEALTH_URL', 'http://127.0.0.1:8000/healthz'); sys.exit(json.load(u.urlopen(url, timeout=8)).get('status') != 'ok')"]
 USER facegraph
 
 # ---- CPU image: torch's CPU build, onnxruntime/OpenVINO, PyTorch3D when the wheelhouse had it ----

@@ -56,6 +56,9 @@ def run_command(eng: str, image: str, name: str, config: Path, env: list[str]) -
     command += ["--network", "host", "--shm-size", "2g"]
     command += ["--read-only", "--tmpfs", "/tmp:rw,mode=1777,size=4g"]
     command += ["--volume", f"{config}:{CONFIG_IN_CONTAINER}:ro"]
+    # The image's HEALTHCHECK asks :8000 unless told where this config serves.
+    port = yaml.safe_load(config.read_text())["http_options"]["port"]
+    command += ["--env", f"FACEGRAPH_HEALTH_URL=http://127.0.0.1:{port}/healthz"]
     for item in env:
         command += ["--env", item]
     return [*command, image, "facegraph", "serve", "--no-fetch", "--config", CONFIG_IN_CONTAINER]

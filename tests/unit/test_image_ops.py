@@ -80,7 +80,11 @@ def test_smoke_has_a_request_for_every_pipeline_of_the_serve_config():
 
 
 def test_smoke_runs_the_container_as_kubernetes_would(tmp_path):
-    command = " ".join(smoke.run_command("podman", "facegraph:0.1.0", "n", tmp_path / "c.yaml", ["A=1"]))
+    config = smoke.smoke_config(ROOT / "serve_config.yaml", 43210, tmp_path / "c.yaml")
+    command = " ".join(smoke.run_command("podman", "facegraph:0.1.0", "n", config, ["A=1"]))
     for option in ("--init", "--read-only", "--tmpfs /tmp", "--network host", "--shm-size 2g", "--env A=1"):
         assert option in command
+    # The image's own HEALTHCHECK follows Serve to the moved port.
+    assert "--env FACEGRAPH_HEALTH_URL=http://127.0.0.1:43210/healthz" in command
+    assert "FACEGRAPH_HEALTH_URL" in (ROOT / "Dockerfile").read_text()
     assert command.endswith(f"facegraph serve --no-fetch --config {smoke.CONFIG_IN_CONTAINER}")
