@@ -161,7 +161,11 @@ RUN --mount=type=bind,from=assets-mirror,target=/mirror \
 # ---- runtime: the base image, the venv, the code and the assets; no compiler, no dev tools ----
 FROM ${BASE_IMAGE} AS runtime
 ARG ALLOW_STAND_INS=1
-RUN useradd --create-home --uid 1000 --user-group facegraph
+# /data: the people gallery's SQLite files (FACEGRAPH_DATA_DIR), the one place the server
+# writes to keep; mount a volume there (with a read-only root, something must be mounted),
+# or set FACEGRAPH_DATABASE_URL for PostgreSQL.
+RUN useradd --create-home --uid 1000 --user-group facegraph \
+ && mkdir /data && chown facegraph:facegraph /data
 WORKDIR /app
 ENV VIRTUAL_ENV=/app/.venv \
     PATH=/app/.venv/bin:$PATH \
@@ -172,7 +176,8 @@ ENV VIRTUAL_ENV=/app/.venv \
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_app.web.edge:proxy_middlewares \
     XDG_CACHE_HOME=/tmp/.cache \
     MPLCONFIGDIR=/tmp/.cache/matplotlib \
-    FACEGRAPH_ONNX_CACHE=/tmp/.cache/facegraph/parser_onnx
+    FACEGRAPH_ONNX_CACHE=/tmp/.cache/facegraph/parser_onnx \
+    FACEGRAPH_DATA_DIR=/data
 EXPOSE 8000 8265
 # The model tier's root health route: healthy while every application is RUNNING and every
 # model answers (status "ok"; "degraded" names what is not). Python, not curl: one tool less.

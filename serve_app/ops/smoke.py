@@ -32,6 +32,7 @@ from serve_app import __version__
 from serve_app.ops import engine
 
 CONFIG_IN_CONTAINER = "/config/serve_config.yaml"
+DATA_DIR = "/data"  # the image's FACEGRAPH_DATA_DIR
 REQUEST_TIMEOUT_S = 180  # a first request also warms its models
 
 
@@ -55,6 +56,8 @@ def run_command(eng: str, image: str, name: str, config: Path, env: list[str]) -
     command = [eng, "run", "--detach", "--name", name, "--label", engine.LABEL, "--init"]
     command += ["--network", "host", "--shm-size", "2g"]
     command += ["--read-only", "--tmpfs", "/tmp:rw,mode=1777,size=4g"]
+    # The people gallery's SQLite directory: a volume in production, scratch here.
+    command += ["--tmpfs", f"{DATA_DIR}:rw,mode=1777,size=256m"]
     command += ["--volume", f"{config}:{CONFIG_IN_CONTAINER}:ro"]
     # The image's HEALTHCHECK asks :8000 unless told where this config serves.
     port = yaml.safe_load(config.read_text())["http_options"]["port"]
@@ -140,6 +143,18 @@ def extract_faces(url: str, images: Path) -> dict:
     return post(url.rstrip("/") + "/extract-faces", json.dumps(body).encode(), "application/json")
 
 
+def people(url: str, images: Path) -> dict:
+    """Enrol one photo of a person, then search with another photo of them: the answer
+    says whether the search found the person just enrolled."""
+    photo = [base64.b64encode((images / "photos" / f"lfw_Rob_Lowe_000{i}.jpg").read_bytes()).decode() for i in (1, 2)]
+    root = url.rstrip("/")
+    body = {"name": "image smoke", "images": [{"image_base64": photo[0]}]}
+    enrolled = post(root + "/", json.dumps(body).encode(), "application/json")
+    found = post(root + "/search", json.dumps({"images": [{"image_base64": photo[1]}]}).encode(), "application/json")
+    matches = [m["person_id"] for face in found["faces"] for m in face["matches"]]
+    return {"faces": found["faces"], "found_enrolled": enrolled["person_id"] in matches}
+
+
 # One real request per pipeline (application name in the serve config): how to send it,
 # and what an answer that did the work looks like (faces found in a photo that has them).
 PIPELINES: dict[str, tuple[Callable[[str, Path], dict], Callable[[dict], bool]]] = {
@@ -148,6 +163,7 @@ PIPELINES: dict[str, tuple[Callable[[str, Path], dict], Callable[[dict], bool]]]
     "face_mask_sam2": (form_request("photos/3ddfa_trump_hillary.jpg", "mask"), lambda r: len(r["faces"]) >= 2),
     "mask_augment": (form_request("photos/3ddfa_trump_hillary.jpg", "crops"), lambda r: len(r["faces"]) >= 2),
     "anonymize": (form_request("photos/3ddfa_trump_hillary.jpg", "anonymized"), lambda r: len(r["faces"]) >= 2),
+    "people": (people, lambda r: r["found_enrolled"]),
 }
 
 
@@ -175,7 +191,7 @@ def ask_pipelines(config: dict, base: str, images: Path) -> tuple[int, int]:
 
 
 def summary(answer: dict) -> str:
-    keys = ("total_faces_detected", "unique_faces", "boxes", "faces", "error", "message")
+    keys = ("total_faces_detected", "unique_faces", "boxes", "faces", "found_enrolled", "error", "message")
     short = {k: (len(v) if isinstance(v, list) else v) for k, v in answer.items() if k in keys}
     return json.dumps(short)
 
