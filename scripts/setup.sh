@@ -21,7 +21,7 @@ fi
 stamp=.venv/.facegraph-pins
 # The stamp covers the pins, this script and the wheelhouse choice (on or off, and the
 # digests of its PyTorch3D wheels), so switching or refilling the wheelhouse re-installs.
-want=$({ cat requirements.txt constraints.txt scripts/setup.sh
+want=$({ cat requirements.txt requirements-dev.txt constraints.txt scripts/setup.sh
          if [ -n "$wheelhouse" ]; then
            echo "wheelhouse=on"
            (cd "$wheelhouse" && sha256sum pytorch3d-*.whl 2>/dev/null) || true
@@ -40,8 +40,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # swaps in a multi-GB CUDA build.
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
   printf 'torch==2.13.0\n' > .venv/torch-constraint.txt
+  # requirements-dev.txt: the runtime set (requirements.txt) plus the test and lint tools.
   .venv/bin/pip install -q --disable-pip-version-check \
-    -r requirements.txt -c constraints.txt -c .venv/torch-constraint.txt
+    -r requirements-dev.txt -c constraints.txt -c .venv/torch-constraint.txt
   # mediapipe pulls opencv-contrib-python and insightface pulls opencv-python; all three
   # write the same cv2/ folder. Keep exactly one: headless 4.11 (OpenCV 5 has no
   # CascadeClassifier).

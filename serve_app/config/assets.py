@@ -33,7 +33,7 @@ FETCH_HINT = "python -m serve_app.config.assets fetch --set {set} [--mirror DIR]
 # f(dest_dir, variant), or f(dest_dir, variant, inputs) when the entry names the assets
 # it is built from (`from: {role: asset name}`; inputs = {role: that asset's path}).
 GENERATORS = {
-    "SegFormerParser": "deployments.segformer_parser.model:write_random_checkpoint",  # random weights
+    "SegFormerParser": "deployments.segformer_parser.checkpoint:write_random_checkpoint",  # random weights
     "TDDFA": "deployments.tddfa.bfm_assemble:write_assembled_model",  # morphable model from real pieces
 }
 
