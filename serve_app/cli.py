@@ -5,6 +5,7 @@ the repo's scripts and modules do.
     facegraph batch <job> --input DIR --output OUT ...     (python -m serve_app.jobs.runner)
     facegraph assets fetch|list ...                        (python -m serve_app.config.assets)
     facegraph gallery reembed ...                          (python -m serve_app.jobs.gallery)
+    facegraph image base|build|smoke ...                   (python -m serve_app.ops.image)
     facegraph bench --list | facegraph bench <name> [its options]   (python -m bench)
 
 scripts/serve.sh is `scripts/setup.sh test` and then `facegraph serve`.
@@ -101,6 +102,10 @@ PASS_THROUGH = {
     "batch": ("serve_app.jobs.runner", "offline batch jobs on Ray Data (facegraph batch --help)"),
     "assets": ("serve_app.config.assets", "fetch or list the manifest's assets (facegraph assets --help)"),
     "gallery": ("serve_app.jobs.gallery", "people gallery maintenance (facegraph gallery reembed --help)"),
+    "image": (
+        "serve_app.ops.image",
+        "build, smoke-test or make the base of the container image (facegraph image --help)",
+    ),
 }
 
 
