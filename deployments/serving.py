@@ -20,6 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -61,8 +62,23 @@ def runtime_placement() -> Placement:
         assigned = ray.get_runtime_context().get_assigned_resources()
     except Exception:
         return Placement()
-    device = "cuda" if assigned.get("GPU", 0) > 0 else "cpu"
-    return Placement(device=device, threads=max(1, round(assigned.get("CPU", 1))))
+    return placement_for(assigned, cuda_device_present())
+
+
+def cuda_device_present() -> bool:
+    """Whether an NVIDIA GPU is in this machine or container (its device node)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def placement_for(assigned: dict[str, float], cuda_present: bool) -> Placement:
+    """A GPU Ray assigned is CUDA only where a GPU is present: a node can advertise a
+    logical one (`ray start --num-gpus 1`, as the cluster rehearsal's stand-in for a GPU
+    worker does), and its models then run on the CPU and say so in /healthz, not crash."""
+    cuda = assigned.get("GPU", 0) > 0
+    if cuda and not cuda_present:
+        log.warning("Ray assigned this replica a GPU but no NVIDIA device is here: running on the CPU")
+        cuda = False
+    return Placement(device="cuda" if cuda else "cpu", threads=max(1, round(assigned.get("CPU", 1))))
 
 
 class _ToReplicaLog(logging.Handler):

@@ -1,17 +1,23 @@
-"""Write everything that deploys FaceGraph from ONE source, serve_config.yaml, so no
-copy drifts (a test checks the written files are up to date):
+"""Write everything that deploys FaceGraph from ONE source, serve_config.yaml, and the
+node sizes of the worker groups below, so no copy drifts (a test checks the written
+files are up to date):
 
   serve_config.gpu.yaml  serve_config.yaml + GPU_OVERRIDES below (`serve run` on a GPU box)
-  cluster.yaml           KubeRay RayService, CPU only: serveConfigV2 = serve_config.yaml
+  cluster.yaml           KubeRay RayService, CPU only: serveConfigV2 = serve_config.yaml fitted
+                         to the cpu group's nodes (fit_to_groups)
   cluster.gpu.yaml       KubeRay RayService with a GPU worker group (GPU image, scales from
-                         zero): serveConfigV2 = serve_config.gpu.yaml
+                         zero): serveConfigV2 = serve_config.gpu.yaml fitted to both groups
 
     python scripts/make_cluster_yaml.py
+
+`facegraph cluster rehearse` (serve_app/ops/cluster.py) plays cluster.gpu.yaml on one
+machine with every figure scaled down by the same factor.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -38,6 +44,58 @@ GPU_OVERRIDES: dict[str, dict] = {
 # a GPU only once its batches are well filled (ArcFace and TDDFA items are whole images'
 # faces, so 32 calls are about a full batch of faces).
 GPU_REPLICA_CPUS = 1
+
+
+# ---- the one source per node group -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """A KubeRay node group: its pods' size (requests = limits: Ray advertises the limits
+    as the node's resources, and a pod the kubelet may squeeze below them would run
+    replicas Ray believes fit), how many pods, and what a replica placed there asks for.
+
+    replica_cpus: num_cpus of every replica on this group's nodes, by deployment name
+    (default_replica_cpus for the rest). serve_config.yaml's fractional shares fit the
+    whole graph on a 2-core laptop; on a node of real size a replica asks for what it
+    really uses, so Ray does not pack a 16-core node with 160 one-thread replicas."""
+
+    name: str
+    cpus: int
+    memory_gib: int
+    gpus: int = 0
+    min_nodes: int = 1
+    max_nodes: int = 1
+    image: str = IMAGE
+    default_replica_cpus: float = 1.0
+    replica_cpus: dict[str, float] = field(default_factory=dict)
+
+
+# The head runs the GCS, the dashboard, the Serve controller and one proxy; num-cpus 0 keeps
+# every replica off it (a replica there would die with the head).
+HEAD = NodeGroup("head", cpus=2, memory_gib=8, min_nodes=1, max_nodes=1)
+# CPU workers: every ingress and the CPU-only models; in cluster.yaml every model too.
+# A replica is one thread (a model runs round(num_cpus) intra-op threads; an ingress is one
+# Python event loop), and the busiest deployment of each endpoint used 0.8-1.1 cores under
+# load (python -m bench all): 1 CPU each. ModelTier only answers GET /healthz.
+# Two nodes at least: each ingress's two replicas on two nodes (Serve spreads a deployment's
+# replicas), and the graph at its minimum replicas needs 17.1 CPUs in cluster.yaml.
+CPU_GROUP = NodeGroup(
+    "cpu", cpus=16, memory_gib=32, min_nodes=2, max_nodes=6, default_replica_cpus=1.0, replica_cpus={"ModelTier": 0.1}
+)
+# GPU workers: the GPU_OVERRIDES models, GPU_REPLICA_CPUS each for pre/post-processing. From
+# zero nodes: the first replica asking for num_gpus brings one up (the in-tree autoscaler).
+GPU_GROUP = NodeGroup(
+    "gpu", cpus=8, memory_gib=48, gpus=1, min_nodes=0, max_nodes=2, image=GPU_IMAGE, default_replica_cpus=1.0
+)
+# Where each deployment runs: the ray node label KubeRay's pods carry (from the group's
+# `labels`), matched by each replica's label_selector. num_gpus alone would keep GPU models
+# on GPU nodes, but not CPU-only replicas off them: Serve spreads replicas over every node
+# with room, and a GPU node's spare CPUs would take ingresses.
+GROUP_LABEL = "facegraph.io/node-group"
+# At least this many replicas of every ingress (ModelTier's GET /healthz included), so a
+# lost node never leaves an endpoint without one.
+INGRESS_MIN_REPLICAS = 2
 
 
 class _Dumper(yaml.SafeDumper):
@@ -86,90 +144,190 @@ def gpu_serve_config(config: dict) -> dict:
     return config
 
 
-def container(name: str, image: str, cpu: str, memory: str, gpus: int = 0) -> dict:
-    limits = {"cpu": cpu, "memory": memory} | ({"nvidia.com/gpu": str(gpus)} if gpus else {})
-    requests = {"cpu": cpu, "memory": memory} | ({"nvidia.com/gpu": str(gpus)} if gpus else {})
+def ingresses(config: dict) -> set[str]:
+    """Deployments that are an application's ingress: all but the models the `models`
+    application's args configure."""
+    models = {name for app in config["applications"] for name in (app.get("args") or {}).get("models", {})}
+    return {d["name"] for app in config["applications"] for d in app.get("deployments", [])} - models
+
+
+def replica_range(dep: dict) -> tuple[int, int]:
+    scaling = dep.get("autoscaling_config")
+    if scaling:
+        return scaling["min_replicas"], scaling["max_replicas"]
+    return dep.get("num_replicas", 1), dep.get("num_replicas", 1)
+
+
+def fit_to_groups(config: dict, groups: tuple[NodeGroup, ...]) -> dict:
+    """A serve config fitted to the worker groups: each deployment on the group whose
+    nodes it needs (the first group with GPUs for a deployment asking num_gpus, else the
+    first without), with that group's num_cpus per replica and a label_selector for it;
+    every ingress at INGRESS_MIN_REPLICAS or more. SystemExit when the replicas at their
+    maximum do not fit a group's nodes at their maximum (or at the minimum, its minimum
+    nodes), so a config change that no longer fits fails here, not as pending replicas."""
+    config = copy.deepcopy(config)
+    front = ingresses(config)
+    by_kind = {bool(g.gpus): g for g in reversed(groups)}  # the first group of each kind
+    need = {g.name: [0.0, 0.0, 0.0, 0.0] for g in groups}  # CPUs at min, at max, GPUs at min, at max
+    for app in config["applications"]:
+        for dep in app.get("deployments", []):
+            actor = dep.setdefault("ray_actor_options", {})
+            group = by_kind.get(bool(actor.get("num_gpus")))
+            if group is None:
+                raise SystemExit(f"{dep['name']}: no node group for it (num_gpus {actor.get('num_gpus', 0)})")
+            actor["num_cpus"] = group.replica_cpus.get(dep["name"], group.default_replica_cpus)
+            actor["label_selector"] = {GROUP_LABEL: group.name}
+            if dep["name"] in front:
+                if "autoscaling_config" in dep:
+                    scaling = dep["autoscaling_config"]
+                    scaling["min_replicas"] = max(scaling["min_replicas"], INGRESS_MIN_REPLICAS)
+                    scaling["max_replicas"] = max(scaling["max_replicas"], scaling["min_replicas"])
+                else:
+                    dep["num_replicas"] = max(dep.get("num_replicas", 1), INGRESS_MIN_REPLICAS)
+            low, high = replica_range(dep)
+            sums = need[group.name]
+            sums[0] += low * actor["num_cpus"]
+            sums[1] += high * actor["num_cpus"]
+            sums[2] += low * actor.get("num_gpus", 0)
+            sums[3] += high * actor.get("num_gpus", 0)
+    for group in groups:
+        cpus_min, cpus_max, gpus_min, gpus_max = need[group.name]
+        if cpus_max > group.cpus * group.max_nodes or gpus_max > group.gpus * group.max_nodes:
+            raise SystemExit(f"group {group.name}: replicas at their maximum need {cpus_max} CPUs, {gpus_max} GPUs")
+        if group.min_nodes and (cpus_min > group.cpus * group.min_nodes or gpus_min > group.gpus * group.min_nodes):
+            raise SystemExit(f"group {group.name}: replicas at their minimum need {cpus_min} CPUs on min_nodes")
+    return config
+
+
+def fitted_text(config: dict, groups: tuple[NodeGroup, ...], source: str) -> str:
+    """serveConfigV2: the fitted config, headed by how it was made (its options' reasons
+    are in `source`'s comments)."""
+    sizes = ", ".join(f"{g.name} {g.cpus} CPUs{f' {g.gpus} GPU' if g.gpus else ''}" for g in groups)
+    header = (
+        f"# {source} fitted to this cluster's worker groups ({sizes}) by scripts/make_cluster_yaml.py;\n"
+        f"# why each option is what it is: the comments in {source}. What the fitting changes:\n"
+        "#   num_cpus: what a replica really uses on its group's node (1 CPU: one thread; ModelTier 0.1),\n"
+        "#     not serve_config.yaml's fractional shares that fit the whole graph on a 2-core laptop;\n"
+        f"#   label_selector {GROUP_LABEL}: each replica on its group's nodes (GPU models on gpu);\n"
+        f"#   every ingress has at least {INGRESS_MIN_REPLICAS} replicas, which Serve spreads over nodes.\n"
+    )
+    return header + dump(fit_to_groups(config, groups))
+
+
+# ---- the RayService --------------------------------------------------------------------
+
+
+def env_list(group: NodeGroup) -> list[dict]:
+    env = [
+        {"name": "FACEGRAPH_ASSETS_CACHE", "value": "/app/.assets"},
+        # The HTTP edge in every node's Serve proxy (serve_app/web/edge.py).
+        {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": "serve_app.web.edge:proxy_middlewares"},
+        # The people gallery's PostgreSQL (deployments/face_gallery): a secret, never in this file.
+        {
+            "name": "FACEGRAPH_DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "facegraph-postgres", "key": "dsn"}},
+        },
+    ]
+    if group.name != HEAD.name:
+        # GCS fault tolerance: a worker whose head is gone keeps its replicas serving for
+        # this long while the head restarts (KubeRay sets 600 too; Ray's default is 60 s).
+        env.append({"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "600"})
+    return env
+
+
+def container(name: str, group: NodeGroup) -> dict:
+    # requests = limits for every resource (memory and GPUs above all), as KubeRay advises.
+    size = {"cpu": str(group.cpus), "memory": f"{group.memory_gib}Gi"}
+    if group.gpus:
+        size["nvidia.com/gpu"] = str(group.gpus)
+    # No /dev/shm volume: KubeRay mounts a memory-backed one for Ray's object store itself.
     return {
         "name": name,
-        "image": image,
-        "resources": {"limits": limits, "requests": requests},
-        "env": [
-            {"name": "FACEGRAPH_ASSETS_CACHE", "value": "/app/.assets"},
-            # The HTTP edge in every node's Serve proxy (serve_app/web/edge.py).
-            {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": "serve_app.web.edge:proxy_middlewares"},
-        ],
+        "image": group.image,
+        "resources": {"limits": dict(size), "requests": dict(size)},
+        "env": env_list(group),
     }
 
 
-def rayservice(serve_config_text: str, gpu: bool) -> dict:
-    head = container("ray-head", IMAGE, "2", "8Gi")
+def worker_group(group: NodeGroup) -> dict:
+    spec: dict = {"containers": [container("ray-worker", group)]}
+    if group.gpus:
+        # GPU nodes are usually tainted so only pods that need a GPU land there.
+        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return {
+        "groupName": group.name,
+        "replicas": group.min_nodes,
+        "minReplicas": group.min_nodes,
+        "maxReplicas": group.max_nodes,
+        # Ray node labels (and pod labels): the label_selector of each replica in serveConfigV2.
+        "labels": {GROUP_LABEL: group.name},
+        "rayStartParams": {},
+        "template": {"spec": spec},
+    }
+
+
+def rayservice(serve_config_text: str, groups: tuple[NodeGroup, ...]) -> dict:
+    head = container("ray-head", HEAD)
     head["ports"] = [
         {"containerPort": 6379, "name": "gcs"},
         {"containerPort": 8265, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
         {"containerPort": 8000, "name": "serve"},
     ]
-    groups = [
-        {
-            "groupName": "cpu",
-            "replicas": 1,
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "rayStartParams": {},
-            "template": {"spec": {"containers": [container("ray-worker", IMAGE, "4", "8Gi")]}},
-        }
-    ]
-    if gpu:
-        groups.append(
-            {
-                # Starts at zero nodes; the autoscaler adds one when a replica asks for num_gpus.
-                "groupName": "gpu",
-                "replicas": 0,
-                "minReplicas": 0,
-                "maxReplicas": 2,
-                "rayStartParams": {},
-                "template": {
-                    "spec": {
-                        "containers": [container("ray-worker", GPU_IMAGE, "8", "32Gi", gpus=1)],
-                        # GPU nodes are usually tainted so only pods that need a GPU land there.
-                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                    }
-                },
-            }
-        )
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {"name": "facegraph"},
         "spec": {
             "serveConfigV2": serve_config_text,
+            # The serve Service sends traffic to the workers' proxies only: with the head
+            # down (restarting) requests are still answered by every worker.
+            "excludeHeadPodFromServeSvc": True,
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
-                # KubeRay's in-tree autoscaler: worker groups grow with Serve's replicas.
+                # KubeRay's in-tree autoscaler (v2: it reads label selectors): worker groups
+                # grow with Serve's replicas.
                 "enableInTreeAutoscaling": True,
+                "autoscalerOptions": {"version": "v2"},
+                # GCS fault tolerance: the GCS keeps its tables in an external Redis, so a
+                # restarted head finds the cluster and Serve's applications as they were
+                # (no redeploy), while the workers' proxies keep serving meanwhile.
+                "gcsFaultToleranceOptions": {
+                    "redisAddress": "redis:6379",
+                    "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "facegraph-redis", "key": "password"}}},
+                    "externalStorageNamespace": "facegraph",
+                },
                 "headGroupSpec": {
                     # num-cpus 0: the head runs the controller and proxy, replicas go to workers.
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": {"spec": {"containers": [head]}},
                 },
-                "workerGroupSpecs": groups,
+                "workerGroupSpecs": [worker_group(g) for g in groups],
             },
         },
     }
 
 
+CPU_CLUSTER = (CPU_GROUP,)
+GPU_CLUSTER = (CPU_GROUP, GPU_GROUP)
+
+
 def outputs() -> dict[str, str]:
     """{file name: its text}, everything this script writes."""
     serve_config_text = (ROOT / "serve_config.yaml").read_text()
+    serve_config = yaml.safe_load(serve_config_text)
+    gpu_config = gpu_serve_config(serve_config)
     gpu_text = (
         GENERATED.replace("serve_config.yaml;", "serve_config.yaml + GPU_OVERRIDES;")
         + "# `serve run serve_config.gpu.yaml` on a machine with a GPU; on KubeRay, cluster.gpu.yaml.\n"
-        + dump(gpu_serve_config(yaml.safe_load(serve_config_text)))
+        + dump(gpu_config)
     )
+    cpu_v2 = fitted_text(serve_config, CPU_CLUSTER, "serve_config.yaml")
+    gpu_v2 = fitted_text(gpu_config, GPU_CLUSTER, "serve_config.gpu.yaml")
     return {
         "serve_config.gpu.yaml": gpu_text,
-        "cluster.yaml": GENERATED + dump(rayservice(serve_config_text, gpu=False)),
-        "cluster.gpu.yaml": GENERATED + dump(rayservice(gpu_text, gpu=True)),
+        "cluster.yaml": GENERATED + dump(rayservice(cpu_v2, CPU_CLUSTER)),
+        "cluster.gpu.yaml": GENERATED + dump(rayservice(gpu_v2, GPU_CLUSTER)),
     }
 
 

@@ -1,11 +1,13 @@
 """Static checks of what we ship: serve_config.yaml, cluster.yaml (against KubeRay's
 CRD schema from ../shared/schemas), the Dockerfile, and the README's commands."""
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
 import inspect
 import re
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -129,10 +131,12 @@ def crd_validator(name: str):
     return cls(schema)
 
 
+@functools.cache
 def generator():
     """scripts/make_cluster_yaml.py, the one writer of everything generated from serve_config.yaml."""
     spec = importlib.util.spec_from_file_location("make_cluster_yaml", ROOT / "scripts" / "make_cluster_yaml.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -146,13 +150,44 @@ def test_generated_files_are_up_to_date():
         assert (ROOT / name).read_text() == text, f"{name} is stale: run python scripts/make_cluster_yaml.py"
 
 
+def serve_config_v2(cluster_file: str) -> dict:
+    return yaml.safe_load(yaml.safe_load((ROOT / cluster_file).read_text())["spec"]["serveConfigV2"])
+
+
+def without_deployments(config: dict) -> dict:
+    """A serve config with its applications' deployment blocks left out."""
+    return {
+        **config,
+        "applications": [{k: v for k, v in a.items() if k != "deployments"} for a in config["applications"]],
+    }
+
+
+def deployment_blocks(config: dict) -> dict[str, dict]:
+    return {d["name"]: d for app in config["applications"] for d in app.get("deployments", [])}
+
+
 @pytest.mark.skipif(not SCHEMAS.exists(), reason="../shared/schemas not beside the repo")
 @pytest.mark.parametrize("cluster_file", sorted(CLUSTERS))
 def test_cluster_yaml_is_a_valid_rayservice_serving_its_serve_config(cluster_file):
+    from ray.serve.schema import ServeDeploySchema
+
     cluster = yaml.safe_load((ROOT / cluster_file).read_text())
     crd_validator("ray.io_rayservices.yaml").validate(cluster)
     assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayService")
-    assert cluster["spec"]["serveConfigV2"] == (ROOT / CLUSTERS[cluster_file]).read_text()
+    # serveConfigV2 is its serve config with the node groups' resources: every option
+    # Serve knows, the same applications, args and settings; per deployment only the
+    # resources, the group's label and the ingresses' replica floor differ.
+    served = serve_config_v2(cluster_file)
+    ServeDeploySchema.model_validate(served)
+    source = yaml.safe_load((ROOT / CLUSTERS[cluster_file]).read_text())
+    assert without_deployments(served) == without_deployments(source)
+    fitted = ("ray_actor_options", "autoscaling_config", "num_replicas")
+    ours, theirs = deployment_blocks(served), deployment_blocks(source)
+    assert set(ours) == set(theirs)
+    for name, dep in ours.items():
+        assert {k: v for k, v in dep.items() if k not in fitted} == {
+            k: v for k, v in theirs[name].items() if k not in fitted
+        }, name
     ray_cluster = cluster["spec"]["rayClusterConfig"]
     # Replicas land on workers; worker groups grow with the replicas Serve asks for.
     assert ray_cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
@@ -166,6 +201,13 @@ def test_cluster_yaml_is_a_valid_rayservice_serving_its_serve_config(cluster_fil
 def worker_groups(cluster_file: str) -> dict[str, dict]:
     cluster = yaml.safe_load((ROOT / cluster_file).read_text())
     return {g["groupName"]: g for g in cluster["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+
+
+def group_size(group: dict) -> tuple[float, float]:
+    """(CPUs, GPUs) of one pod of a worker group: its container's limits, which Ray advertises."""
+    (container,) = group["template"]["spec"]["containers"]
+    limits = container["resources"]["limits"]
+    return float(limits["cpu"]), float(limits.get("nvidia.com/gpu", 0))
 
 
 def test_gpu_cluster_schedules_gpu_replicas_on_gpu_nodes_from_zero():
@@ -187,6 +229,76 @@ def test_gpu_cluster_schedules_gpu_replicas_on_gpu_nodes_from_zero():
     assert not [d["name"] for _, d in deployments() if d.get("ray_actor_options", {}).get("num_gpus")]
 
 
+@pytest.mark.parametrize("cluster_file", sorted(CLUSTERS))
+def test_replicas_ask_what_they_use_and_fit_their_groups_nodes(cluster_file):
+    """Each deployment is placed on one worker group by a label_selector the group's
+    nodes carry; there a replica asks for a real CPU (not serve_config.yaml's laptop
+    fraction), GPU models only on a group with GPUs, and the replicas at their minimum
+    fit the group's minimum pods, at their maximum its maximum pods."""
+    gen = generator()
+    groups = worker_groups(cluster_file)
+    need = {name: [0.0, 0.0, 0.0, 0.0] for name in groups}
+    for name, dep in deployment_blocks(serve_config_v2(cluster_file)).items():
+        actor = dep["ray_actor_options"]
+        (group_name,) = actor["label_selector"].values()
+        assert actor["label_selector"] == {gen.GROUP_LABEL: group_name}, name
+        group = groups[group_name]
+        assert group["labels"] == {gen.GROUP_LABEL: group_name}
+        cpus, gpus = group_size(group)
+        assert bool(actor.get("num_gpus")) == bool(gpus), f"{name}: GPU models on the GPU group, the rest off it"
+        assert actor["num_cpus"] >= (0.1 if name == "ModelTier" else 1), f"{name}: a laptop share on a {cpus}-CPU node"
+        low, high = gen.replica_range(dep)
+        for i, amount in enumerate((low * actor["num_cpus"], high * actor["num_cpus"])):
+            need[group_name][i] += amount
+        need[group_name][2] += low * actor.get("num_gpus", 0)
+        need[group_name][3] += high * actor.get("num_gpus", 0)
+    for name, (cpus_min, cpus_max, gpus_min, gpus_max) in need.items():
+        cpus, gpus = group_size(groups[name])
+        assert cpus_min <= cpus * groups[name]["minReplicas"] or groups[name]["minReplicas"] == 0, name
+        assert gpus_min <= gpus * groups[name]["minReplicas"] or groups[name]["minReplicas"] == 0, name
+        assert cpus_max <= cpus * groups[name]["maxReplicas"] and gpus_max <= gpus * groups[name]["maxReplicas"], name
+    # The fit is checked where the files are written, too: a node group too small fails.
+    small = dataclasses.replace(gen.CPU_GROUP, cpus=4)
+    with pytest.raises(SystemExit, match="group cpu"):
+        gen.fit_to_groups(SERVE_CONFIG, (small,))
+
+
+@pytest.mark.parametrize("cluster_file", sorted(CLUSTERS))
+def test_cluster_survives_a_lost_node_and_a_lost_head(cluster_file):
+    """The HA settings `facegraph cluster rehearse` plays: GCS fault tolerance on an
+    external Redis (password from a secret), the serve Service on the workers' proxies
+    only, every ingress twice (Serve spreads them over nodes), workers that wait for a
+    restarting head, requests = limits, the gallery's DSN from a secret, and no /dev/shm
+    of our own (KubeRay mounts a memory-backed one)."""
+    gen = generator()
+    cluster = yaml.safe_load((ROOT / cluster_file).read_text())
+    spec = cluster["spec"]
+    ft = spec["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert ft["redisAddress"] and ft["externalStorageNamespace"]
+    assert set(ft["redisPassword"]["valueFrom"]["secretKeyRef"]) == {"name", "key"}
+    assert spec["excludeHeadPodFromServeSvc"] is True
+    served = serve_config_v2(cluster_file)
+    for name in gen.ingresses(served):
+        low, _ = gen.replica_range(deployment_blocks(served)[name])
+        assert low >= 2, f"ingress {name}: one replica"
+    assert worker_groups(cluster_file)["cpu"]["minReplicas"] >= 2, "two ingress replicas need two CPU nodes"
+    ray_cluster = spec["rayClusterConfig"]
+    for group in [ray_cluster["headGroupSpec"], *ray_cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        resources = container["resources"]
+        assert resources["requests"] == resources["limits"], container["name"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["FACEGRAPH_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "facegraph-postgres",
+            "key": "dsn",
+        }
+        if group is not ray_cluster["headGroupSpec"]:
+            assert int(env["RAY_gcs_rpc_server_reconnect_timeout_s"]["value"]) >= 300
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        assert "/dev/shm" not in mounts and not pod.get("volumes"), "KubeRay mounts /dev/shm itself"
+
+
 def test_gpu_serve_config_puts_the_gpu_models_on_gpus_with_larger_batches():
     gpu_config = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
     cpu_deps = {d["name"]: d for _, d in deployments()}
@@ -205,11 +317,7 @@ def test_gpu_serve_config_puts_the_gpu_models_on_gpus_with_larger_batches():
         assert dep["max_ongoing_requests"] >= batch and dep["user_config"]["batch_wait_timeout_s"] > 0, name
     assert gpus_at_min <= 1, f"{gpus_at_min} GPUs at min replicas: the GPU models do not share one GPU"
     # Apart from the deployments, the same applications, args and settings.
-    strip = lambda c: {
-        **c,
-        "applications": [{k: v for k, v in a.items() if k != "deployments"} for a in c["applications"]],
-    }
-    assert strip(gpu_config) == strip(SERVE_CONFIG)
+    assert without_deployments(gpu_config) == without_deployments(SERVE_CONFIG)
 
 
 def test_serve_build_of_the_apps_is_equivalent_to_serve_config(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from deployments.serving import (
     PipelineWorker,
     build_model,
     health_entry,
+    placement_for,
     predict_isolated,
     runtime_placement,
 )
@@ -167,6 +168,15 @@ def test_outside_ray_a_model_is_placed_on_one_cpu_thread():
     assert runtime_placement() == Placement(device="cpu", threads=1)
     model = build_model(Square, SquareConfig(offset=1))
     assert model.placement == Placement() and model.predict([3]) == [10]
+
+
+def test_a_logical_gpu_without_a_device_places_the_model_on_the_cpu():
+    """A node advertising a GPU it does not have (the cluster rehearsal's GPU worker):
+    its models run on the CPU, with the threads of their CPU share."""
+    assert placement_for({"CPU": 1.0, "GPU": 0.25}, cuda_present=True) == Placement(device="cuda", threads=1)
+    assert placement_for({"CPU": 1.0, "GPU": 0.25}, cuda_present=False) == Placement(device="cpu", threads=1)
+    assert placement_for({"CPU": 0.125}, cuda_present=True) == Placement(device="cpu", threads=1)
+    assert placement_for({"CPU": 2.0}, cuda_present=False) == Placement(device="cpu", threads=2)
 
 
 # ---- the contract is what the adapter reads ----------------------------------------------
