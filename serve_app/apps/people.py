@@ -117,6 +117,18 @@ def image_errors(failures) -> list[ImageError]:
     return [ImageError(image_index=f.image_index, error=f.code, message=f.message) for f in failures]
 
 
+def enrol_response(rid: str, found, record) -> EnrolResponse:
+    """The answer to an enrolment and to added faces: the person and what each image gave."""
+    return EnrolResponse(
+        request_id=rid,
+        person_id=record.person_id,
+        name=record.name,
+        faces_enrolled=len(found.embeddings),
+        faces=record.faces,
+        image_errors=image_errors(found.failures),
+    )
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
 @serve.ingress(app)
 class PeopleIngress:
@@ -169,14 +181,7 @@ class PeopleIngress:
             return found, record
 
         found, record = await self._deadline(run())
-        return EnrolResponse(
-            request_id=request_id(request),
-            person_id=record.person_id,
-            name=record.name,
-            faces_enrolled=len(found.embeddings),
-            faces=record.faces,
-            image_errors=image_errors(found.failures),
-        )
+        return enrol_response(request_id(request), found, record)
 
     @app.get("/", response_model=PeopleListResponse, responses=ERRORS)
     async def list_people(
@@ -259,14 +264,7 @@ class PeopleIngress:
             return found, record
 
         found, record = await self._deadline(run())
-        return EnrolResponse(
-            request_id=request_id(request),
-            person_id=record.person_id,
-            name=record.name,
-            faces_enrolled=len(found.embeddings),
-            faces=record.faces,
-            image_errors=image_errors(found.failures),
-        )
+        return enrol_response(request_id(request), found, record)
 
 
 class PeopleArgs(BaseModel):

@@ -16,6 +16,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -169,6 +170,32 @@ async def faces_in_image(
     return await embed_faces(image_index, kept, crops, embed)
 
 
+async def per_image(
+    loaders: Sequence[ImageLoader],
+    params: FaceExtractParams,
+    detect: Model,
+    then: Callable[[int, list, list], Awaitable[Any]],
+    max_concurrent_images: int = 8,
+) -> list:
+    """Each image loaded (its ApiError becomes its ImageFailure), its faces detected and
+    aligned, then `then(index, kept, crops)`: the results in image order. At most
+    `max_concurrent_images` decoded full-size images are held at once; `then` (embedding)
+    runs outside that gate, so the next image's detection overlaps it."""
+    gate = asyncio.Semaphore(max(1, max_concurrent_images))
+
+    async def one(index: int, load: ImageLoader):
+        async with gate:
+            try:
+                image = await load()
+            except errors.ApiError as exc:
+                return ImageFailure(index, exc.code, exc.message)
+            kept, crops = await detect_and_align(image, params, detect)
+            del image
+        return await then(index, kept, crops)
+
+    return await gather_or_cancel(one(i, load) for i, load in enumerate(loaders))
+
+
 async def extract_faces(
     loaders: Sequence[ImageLoader],
     params: FaceExtractParams,
@@ -180,20 +207,11 @@ async def extract_faces(
     full-size images held at once."""
     if params.similarity_threshold is None:
         raise ValueError("unresolved params: call FaceExtractParams.with_threshold first")
-    gate = asyncio.Semaphore(max(1, max_concurrent_images))
 
-    async def one(index: int, load: ImageLoader) -> list[Face] | ImageFailure:
-        async with gate:  # bounds decoded full-size images held at once
-            try:
-                image = await load()
-            except errors.ApiError as exc:
-                return ImageFailure(index, exc.code, exc.message)
-            kept, crops = await detect_and_align(image, params, detect)
-            del image
-        # Embedding happens outside the gate: the next image's detection overlaps it.
+    async def embed_all(index: int, kept, crops) -> list[Face]:
         return await embed_faces(index, kept, crops, embed)
 
-    results = await gather_or_cancel(one(i, load) for i, load in enumerate(loaders))
+    results = await per_image(loaders, params, detect, embed_all, max_concurrent_images)
     faces = [f for r in results if not isinstance(r, ImageFailure) for f in r]
     failures = [r for r in results if isinstance(r, ImageFailure)]
     embeddings = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)

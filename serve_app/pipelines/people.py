@@ -16,7 +16,6 @@ down 503 with Retry-After.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,14 +28,14 @@ from deployments.face_gallery.model import AddFaces, Enrol, Search
 from deployments.face_gallery.store import PersonRecord
 from serve_app import errors
 from serve_app.config.spec import Params, PipelineSpec
-from serve_app.pipelines.common import Model, gather_or_cancel
+from serve_app.pipelines.common import Model
 from serve_app.pipelines.face_extract import (
     FaceExtractParams,
     ImageFailure,
     ImageLoader,
-    detect_and_align,
     embed_faces,
     meets_quality_floor,
+    per_image,
 )
 
 STORE_RETRY_AFTER_S = 5
@@ -116,16 +115,8 @@ async def largest_faces(
 ) -> EnrolFaces:
     """Each image's largest face, embedded; or why the image gave none."""
     face_params = params.face_params()
-    gate = asyncio.Semaphore(max(1, max_concurrent_images))
 
-    async def one(index: int, load: ImageLoader):
-        async with gate:
-            try:
-                image = await load()
-            except errors.ApiError as exc:
-                return ImageFailure(index, exc.code, exc.message)
-            kept, crops = await detect_and_align(image, face_params, detect)
-            del image
+    async def largest(index: int, kept, crops):
         if not kept:
             return ImageFailure(index, "no_face", f"no face of at least {params.min_face_size:g} pixels")
         largest = max(range(len(kept)), key=lambda k: _area(kept[k][0]))
@@ -140,7 +131,7 @@ async def largest_faces(
         (face,) = await embed_faces(index, [kept[largest]], [crops[largest]], embed)
         return face
 
-    results = await gather_or_cancel(one(i, load) for i, load in enumerate(loaders))
+    results = await per_image(loaders, face_params, detect, largest, max_concurrent_images)
     faces = [r for r in results if not isinstance(r, ImageFailure)]
     dim = len(faces[0].embedding) if faces else 0
     return EnrolFaces(
@@ -207,19 +198,11 @@ async def search_people(
 ) -> PeopleSearch:
     """Every face of every image, each with the people it matches (one gallery call for all)."""
     face_params = params.face_params()
-    gate = asyncio.Semaphore(max(1, max_concurrent_images))
 
-    async def one(index: int, load: ImageLoader):
-        async with gate:
-            try:
-                image = await load()
-            except errors.ApiError as exc:
-                return ImageFailure(index, exc.code, exc.message)
-            kept, crops = await detect_and_align(image, face_params, detect)
-            del image
+    async def embed_all(index: int, kept, crops):
         return await embed_faces(index, kept, crops, embed)
 
-    results = await gather_or_cancel(one(i, load) for i, load in enumerate(loaders))
+    results = await per_image(loaders, face_params, detect, embed_all, max_concurrent_images)
     faces = [f for r in results if not isinstance(r, ImageFailure) for f in r]
     failures = [r for r in results if isinstance(r, ImageFailure)]
     eligible = [k for k, f in enumerate(faces) if meets_quality_floor(f.bbox, f.score, face_params)]
