@@ -1,0 +1,1 @@
+"""Output quality benchmarks: how good the results are, judged on data not tuned on."""
