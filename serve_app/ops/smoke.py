@@ -52,12 +52,13 @@ def smoke_config(source: Path, port: int, into: Path) -> Path:
 
 
 def run_command(eng: str, image: str, name: str, config: Path, env: list[str]) -> list[str]:
-    """What Kubernetes does to a pod, as run options: read-only root, tmpfs scratch."""
+    """What Kubernetes does to a pod, as run options: read-only root, tmpfs scratch, and a
+    volume for the people gallery (a folder beside the config: a tmpfs there is root's)."""
+    data = config.parent / "data"
     command = [eng, "run", "--detach", "--name", name, "--label", engine.LABEL, "--init"]
     command += ["--network", "host", "--shm-size", "2g"]
     command += ["--read-only", "--tmpfs", "/tmp:rw,mode=1777,size=4g"]
-    # The people gallery's SQLite directory: a volume in production, scratch here.
-    command += ["--tmpfs", f"{DATA_DIR}:rw,mode=1777,size=256m"]
+    command += ["--volume", f"{data}:{DATA_DIR}"]
     command += ["--volume", f"{config}:{CONFIG_IN_CONTAINER}:ro"]
     # The image's HEALTHCHECK asks :8000 unless told where this config serves.
     port = yaml.safe_load(config.read_text())["http_options"]["port"]
@@ -231,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="facegraph-smoke-") as tmp:
         Path(tmp).chmod(0o755)
         config_file = smoke_config(source, port, Path(tmp) / "serve_config.yaml")
+        (Path(tmp) / "data").mkdir(mode=0o777)
+        (Path(tmp) / "data").chmod(0o777)  # written by the image's user, whatever its uid
         engine.run(run_command(eng, image, name, config_file, args.env), stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
