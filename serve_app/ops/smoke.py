@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -52,16 +53,18 @@ def smoke_config(source: Path, port: int, into: Path) -> Path:
 
 
 def run_command(eng: str, image: str, name: str, config: Path, env: list[str]) -> list[str]:
-    """What Kubernetes does to a pod, as run options: read-only root, tmpfs scratch."""
+    """What Kubernetes does to a pod, as run options: read-only root, tmpfs scratch, and a
+    volume for the people gallery (a folder beside the config: a tmpfs there is root's)."""
+    data = config.parent / "data"
     command = [eng, "run", "--detach", "--name", name, "--label", engine.LABEL, "--init"]
     command += ["--network", "host", "--shm-size", "2g"]
     command += ["--read-only", "--tmpfs", "/tmp:rw,mode=1777,size=4g"]
-    # The people gallery's SQLite directory: a volume in production, scratch here.
-    command += ["--tmpfs", f"{DATA_DIR}:rw,mode=1777,size=256m"]
+    command += ["--volume", f"{data}:{DATA_DIR}"]
     command += ["--volume", f"{config}:{CONFIG_IN_CONTAINER}:ro"]
     # The image's HEALTHCHECK asks :8000 unless told where this config serves.
     port = yaml.safe_load(config.read_text())["http_options"]["port"]
     command += ["--env", f"FACEGRAPH_HEALTH_URL=http://127.0.0.1:{port}/healthz"]
+    command += ["--env", f"FACEGRAPH_API_KEY={API_KEY}"]
     for item in env:
         command += ["--env", item]
     return [*command, image, "facegraph", "serve", "--no-fetch", "--config", CONFIG_IN_CONTAINER]
@@ -108,8 +111,14 @@ def get_json(url: str, timeout: float = 30) -> dict:
         return json.load(resp)
 
 
-def post(url: str, body: bytes, content_type: str) -> dict:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+# The people gallery's Bearer key: given to the container (FACEGRAPH_API_KEY), as a secret
+# would be on KubeRay, so the smoke can call /v1/people.
+API_KEY = secrets.token_urlsafe(24)
+
+
+def post(url: str, body: bytes, content_type: str, key: str | None = None) -> dict:
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as resp:
         return json.load(resp)
 
@@ -149,8 +158,9 @@ def people(url: str, images: Path) -> dict:
     photo = [base64.b64encode((images / "photos" / f"lfw_Rob_Lowe_000{i}.jpg").read_bytes()).decode() for i in (1, 2)]
     root = url.rstrip("/")
     body = {"name": "image smoke", "images": [{"image_base64": photo[0]}]}
-    enrolled = post(root + "/", json.dumps(body).encode(), "application/json")
-    found = post(root + "/search", json.dumps({"images": [{"image_base64": photo[1]}]}).encode(), "application/json")
+    enrolled = post(root + "/", json.dumps(body).encode(), "application/json", API_KEY)
+    query = json.dumps({"images": [{"image_base64": photo[1]}]}).encode()
+    found = post(root + "/search", query, "application/json", API_KEY)
     matches = [m["person_id"] for face in found["faces"] for m in face["matches"]]
     return {"faces": found["faces"], "found_enrolled": enrolled["person_id"] in matches}
 
@@ -231,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="facegraph-smoke-") as tmp:
         Path(tmp).chmod(0o755)
         config_file = smoke_config(source, port, Path(tmp) / "serve_config.yaml")
+        (Path(tmp) / "data").mkdir(mode=0o777)
+        (Path(tmp) / "data").chmod(0o777)  # written by the image's user, whatever its uid
         engine.run(run_command(eng, image, name, config_file, args.env), stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"

@@ -86,5 +86,7 @@ def test_smoke_runs_the_container_as_kubernetes_would(tmp_path):
         assert option in command
     # The image's own HEALTHCHECK follows Serve to the moved port.
     assert "--env FACEGRAPH_HEALTH_URL=http://127.0.0.1:43210/healthz" in command
+    assert f"--volume {tmp_path / 'data'}:{smoke.DATA_DIR}" in command  # the gallery's store
+    assert f"FACEGRAPH_DATA_DIR={smoke.DATA_DIR}" in (ROOT / "Dockerfile").read_text()
     assert "FACEGRAPH_HEALTH_URL" in (ROOT / "Dockerfile").read_text()
     assert command.endswith(f"facegraph serve --no-fetch --config {smoke.CONFIG_IN_CONTAINER}")
