@@ -78,8 +78,8 @@ HEAD = NodeGroup("head", cpus=2, memory_gib=8, min_nodes=1, max_nodes=1)
 # A replica is one thread (a model runs round(num_cpus) intra-op threads; an ingress is one
 # Python event loop), and the busiest deployment of each endpoint used 0.8-1.1 cores under
 # load (python -m bench all): 1 CPU each. ModelTier only answers GET /healthz.
-# Two nodes at least: each ingress's two replicas on two nodes (Serve spreads a deployment's
-# replicas), and the graph at its minimum replicas needs 17.1 CPUs in cluster.yaml.
+# Two nodes at least: each deployment's two replicas on two nodes (Serve spreads a
+# deployment's replicas), and the graph at its minimum replicas needs 24.2 CPUs in cluster.yaml.
 CPU_GROUP = NodeGroup(
     "cpu", cpus=16, memory_gib=32, min_nodes=2, max_nodes=6, default_replica_cpus=1.0, replica_cpus={"ModelTier": 0.1}
 )
@@ -93,9 +93,11 @@ GPU_GROUP = NodeGroup(
 # on GPU nodes, but not CPU-only replicas off them: Serve spreads replicas over every node
 # with room, and a GPU node's spare CPUs would take ingresses.
 GROUP_LABEL = "facegraph.io/node-group"
-# At least this many replicas of every ingress (ModelTier's GET /healthz included), so a
-# lost node never leaves an endpoint without one.
-INGRESS_MIN_REPLICAS = 2
+# At least this many replicas of every deployment on a group of two or more pods (every
+# ingress, ModelTier's GET /healthz included, and the CPU models), so a lost node never
+# leaves an endpoint or a model without one. The GPU models keep serve_config's floor: their
+# group starts at zero pods, and a lost GPU node is replaced by the autoscaler.
+HA_MIN_REPLICAS = 2
 
 
 class _Dumper(yaml.SafeDumper):
@@ -162,11 +164,10 @@ def fit_to_groups(config: dict, groups: tuple[NodeGroup, ...]) -> dict:
     """A serve config fitted to the worker groups: each deployment on the group whose
     nodes it needs (the first group with GPUs for a deployment asking num_gpus, else the
     first without), with that group's num_cpus per replica and a label_selector for it;
-    every ingress at INGRESS_MIN_REPLICAS or more. SystemExit when the replicas at their
+    every deployment on a group of min_nodes >= 2 at HA_MIN_REPLICAS or more. SystemExit when the replicas at their
     maximum do not fit a group's nodes at their maximum (or at the minimum, its minimum
     nodes), so a config change that no longer fits fails here, not as pending replicas."""
     config = copy.deepcopy(config)
-    front = ingresses(config)
     by_kind = {bool(g.gpus): g for g in reversed(groups)}  # the first group of each kind
     need = {g.name: [0.0, 0.0, 0.0, 0.0] for g in groups}  # CPUs at min, at max, GPUs at min, at max
     for app in config["applications"]:
@@ -177,13 +178,13 @@ def fit_to_groups(config: dict, groups: tuple[NodeGroup, ...]) -> dict:
                 raise SystemExit(f"{dep['name']}: no node group for it (num_gpus {actor.get('num_gpus', 0)})")
             actor["num_cpus"] = group.replica_cpus.get(dep["name"], group.default_replica_cpus)
             actor["label_selector"] = {GROUP_LABEL: group.name}
-            if dep["name"] in front:
+            if group.min_nodes >= HA_MIN_REPLICAS:
                 if "autoscaling_config" in dep:
                     scaling = dep["autoscaling_config"]
-                    scaling["min_replicas"] = max(scaling["min_replicas"], INGRESS_MIN_REPLICAS)
+                    scaling["min_replicas"] = max(scaling["min_replicas"], HA_MIN_REPLICAS)
                     scaling["max_replicas"] = max(scaling["max_replicas"], scaling["min_replicas"])
                 else:
-                    dep["num_replicas"] = max(dep.get("num_replicas", 1), INGRESS_MIN_REPLICAS)
+                    dep["num_replicas"] = max(dep.get("num_replicas", 1), HA_MIN_REPLICAS)
             low, high = replica_range(dep)
             sums = need[group.name]
             sums[0] += low * actor["num_cpus"]
@@ -209,7 +210,7 @@ def fitted_text(config: dict, groups: tuple[NodeGroup, ...], source: str) -> str
         "#   num_cpus: what a replica really uses on its group's node (1 CPU: one thread; ModelTier 0.1),\n"
         "#     not serve_config.yaml's fractional shares that fit the whole graph on a 2-core laptop;\n"
         f"#   label_selector {GROUP_LABEL}: each replica on its group's nodes (GPU models on gpu);\n"
-        f"#   every ingress has at least {INGRESS_MIN_REPLICAS} replicas, which Serve spreads over nodes.\n"
+        f"#   at least {HA_MIN_REPLICAS} replicas of every deployment on the cpu group, spread over its nodes.\n"
     )
     return header + dump(fit_to_groups(config, groups))
 

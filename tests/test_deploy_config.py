@@ -267,7 +267,7 @@ def test_replicas_ask_what_they_use_and_fit_their_groups_nodes(cluster_file):
 def test_cluster_survives_a_lost_node_and_a_lost_head(cluster_file):
     """The HA settings `facegraph cluster rehearse` plays: GCS fault tolerance on an
     external Redis (password from a secret), the serve Service on the workers' proxies
-    only, every ingress twice (Serve spreads them over nodes), workers that wait for a
+    only, every ingress and CPU model twice (Serve spreads them over nodes), workers that wait for a
     restarting head, requests = limits, the gallery's DSN from a secret, and no /dev/shm
     of our own (KubeRay mounts a memory-backed one)."""
     gen = generator()
@@ -278,10 +278,13 @@ def test_cluster_survives_a_lost_node_and_a_lost_head(cluster_file):
     assert set(ft["redisPassword"]["valueFrom"]["secretKeyRef"]) == {"name", "key"}
     assert spec["excludeHeadPodFromServeSvc"] is True
     served = serve_config_v2(cluster_file)
-    for name in gen.ingresses(served):
-        low, _ = gen.replica_range(deployment_blocks(served)[name])
-        assert low >= 2, f"ingress {name}: one replica"
-    assert worker_groups(cluster_file)["cpu"]["minReplicas"] >= 2, "two ingress replicas need two CPU nodes"
+    groups = worker_groups(cluster_file)
+    assert groups["cpu"]["minReplicas"] >= 2, "two replicas on two nodes need two CPU nodes"
+    for name, dep in deployment_blocks(served).items():
+        (group,) = dep["ray_actor_options"]["label_selector"].values()
+        low, _ = gen.replica_range(dep)
+        if name in gen.ingresses(served) or groups[group]["minReplicas"] >= 2:
+            assert low >= 2, f"{name}: one replica, on one node"
     ray_cluster = spec["rayClusterConfig"]
     for group in [ray_cluster["headGroupSpec"], *ray_cluster["workerGroupSpecs"]]:
         pod = group["template"]["spec"]
