@@ -17,6 +17,7 @@ machine with every figure scaled down by the same factor.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,10 +79,12 @@ HEAD = NodeGroup("head", cpus=2, memory_gib=8, min_nodes=1, max_nodes=1)
 # A replica is one thread (a model runs round(num_cpus) intra-op threads; an ingress is one
 # Python event loop), and the busiest deployment of each endpoint used 0.8-1.1 cores under
 # load (python -m bench all): 1 CPU each. ModelTier only answers GET /healthz.
-# Two nodes at least: each deployment's two replicas on two nodes (Serve spreads a
-# deployment's replicas), and the graph at its minimum replicas needs 24.2 CPUs in cluster.yaml.
+# Two nodes at least, each deployment's two replicas on two nodes (Serve spreads a
+# deployment's replicas), and nodes of 32 CPUs: one node holds every replica at its minimum
+# while the other is lost (28.2 CPUs in cluster.yaml, 18.2 in cluster.gpu.yaml); with 16 it
+# would take a third node.
 CPU_GROUP = NodeGroup(
-    "cpu", cpus=16, memory_gib=32, min_nodes=2, max_nodes=6, default_replica_cpus=1.0, replica_cpus={"ModelTier": 0.1}
+    "cpu", cpus=32, memory_gib=64, min_nodes=2, max_nodes=6, default_replica_cpus=1.0, replica_cpus={"ModelTier": 0.1}
 )
 # GPU workers: the GPU_OVERRIDES models, GPU_REPLICA_CPUS each for pre/post-processing. From
 # zero nodes: the first replica asking for num_gpus brings one up (the in-tree autoscaler).
@@ -164,9 +167,10 @@ def fit_to_groups(config: dict, groups: tuple[NodeGroup, ...]) -> dict:
     """A serve config fitted to the worker groups: each deployment on the group whose
     nodes it needs (the first group with GPUs for a deployment asking num_gpus, else the
     first without), with that group's num_cpus per replica and a label_selector for it;
-    every deployment on a group of min_nodes >= 2 at HA_MIN_REPLICAS or more. SystemExit when the replicas at their
-    maximum do not fit a group's nodes at their maximum (or at the minimum, its minimum
-    nodes), so a config change that no longer fits fails here, not as pending replicas."""
+    every deployment on a group of min_nodes >= 2 at HA_MIN_REPLICAS or more. SystemExit
+    when the replicas at their maximum do not fit a group's nodes at their maximum, or at
+    their minimum its minimum nodes less one (N+1), so a config change that no longer fits
+    fails here, not as pending replicas."""
     config = copy.deepcopy(config)
     by_kind = {bool(g.gpus): g for g in reversed(groups)}  # the first group of each kind
     need = {g.name: [0.0, 0.0, 0.0, 0.0] for g in groups}  # CPUs at min, at max, GPUs at min, at max
@@ -180,9 +184,12 @@ def fit_to_groups(config: dict, groups: tuple[NodeGroup, ...]) -> dict:
             actor["label_selector"] = {GROUP_LABEL: group.name}
             if group.min_nodes >= HA_MIN_REPLICAS:
                 if "autoscaling_config" in dep:
+                    # The range keeps its ratio (1 to 2 becomes 2 to 4): the autoscaler keeps
+                    # the room to grow serve_config.yaml gives it.
                     scaling = dep["autoscaling_config"]
-                    scaling["min_replicas"] = max(scaling["min_replicas"], HA_MIN_REPLICAS)
-                    scaling["max_replicas"] = max(scaling["max_replicas"], scaling["min_replicas"])
+                    low = max(scaling["min_replicas"], HA_MIN_REPLICAS)
+                    scaling["max_replicas"] = math.ceil(scaling["max_replicas"] * low / scaling["min_replicas"])
+                    scaling["min_replicas"] = low
                 else:
                     dep["num_replicas"] = max(dep.get("num_replicas", 1), HA_MIN_REPLICAS)
             low, high = replica_range(dep)
@@ -197,6 +204,11 @@ def fit_to_groups(config: dict, groups: tuple[NodeGroup, ...]) -> dict:
             raise SystemExit(f"group {group.name}: replicas at their maximum need {cpus_max} CPUs, {gpus_max} GPUs")
         if group.min_nodes and (cpus_min > group.cpus * group.min_nodes or gpus_min > group.gpus * group.min_nodes):
             raise SystemExit(f"group {group.name}: replicas at their minimum need {cpus_min} CPUs on min_nodes")
+        # N+1: a group of two or more pods runs every replica at its minimum on one pod fewer,
+        # so a lost pod's replicas start again on the others before any pod is replaced.
+        spare = group.min_nodes - 1
+        if group.min_nodes >= 2 and (cpus_min > group.cpus * spare or gpus_min > group.gpus * spare):
+            raise SystemExit(f"group {group.name}: replicas at their minimum need {cpus_min} CPUs: not N+1")
     return config
 
 

@@ -254,13 +254,18 @@ def test_replicas_ask_what_they_use_and_fit_their_groups_nodes(cluster_file):
         need[group_name][3] += high * actor.get("num_gpus", 0)
     for name, (cpus_min, cpus_max, gpus_min, gpus_max) in need.items():
         cpus, gpus = group_size(groups[name])
-        assert cpus_min <= cpus * groups[name]["minReplicas"] or groups[name]["minReplicas"] == 0, name
-        assert gpus_min <= gpus * groups[name]["minReplicas"] or groups[name]["minReplicas"] == 0, name
+        pods = groups[name]["minReplicas"]
+        # N+1: with two or more pods, one pod fewer still holds every replica at its minimum.
+        usable = pods - 1 if pods >= 2 else pods
+        assert cpus_min <= cpus * usable or pods == 0, f"{name}: {cpus_min} CPUs at the minimum on {usable} pods"
+        assert gpus_min <= gpus * usable or pods == 0, name
         assert cpus_max <= cpus * groups[name]["maxReplicas"] and gpus_max <= gpus * groups[name]["maxReplicas"], name
-    # The fit is checked where the files are written, too: a node group too small fails.
-    small = dataclasses.replace(gen.CPU_GROUP, cpus=4)
+    # The fit is checked where the files are written, too: a node group too small fails,
+    # and so does one whose second pod is needed for the minimum (no spare for a lost pod).
     with pytest.raises(SystemExit, match="group cpu"):
-        gen.fit_to_groups(SERVE_CONFIG, (small,))
+        gen.fit_to_groups(SERVE_CONFIG, (dataclasses.replace(gen.CPU_GROUP, cpus=4),))
+    with pytest.raises(SystemExit, match="not N\\+1"):
+        gen.fit_to_groups(SERVE_CONFIG, (dataclasses.replace(gen.CPU_GROUP, cpus=16),))
 
 
 @pytest.mark.parametrize("cluster_file", sorted(CLUSTERS))
@@ -285,6 +290,10 @@ def test_cluster_survives_a_lost_node_and_a_lost_head(cluster_file):
         low, _ = gen.replica_range(dep)
         if name in gen.ingresses(served) or groups[group]["minReplicas"] >= 2:
             assert low >= 2, f"{name}: one replica, on one node"
+            source = deployment_blocks(yaml.safe_load((ROOT / CLUSTERS[cluster_file]).read_text()))[name]
+            if "autoscaling_config" in source:  # the autoscaler keeps its room to grow
+                was_low, was_high = gen.replica_range(source)
+                assert gen.replica_range(dep)[1] * was_low >= was_high * low, name
     ray_cluster = spec["rayClusterConfig"]
     for group in [ray_cluster["headGroupSpec"], *ray_cluster["workerGroupSpecs"]]:
         pod = group["template"]["spec"]
