@@ -55,7 +55,7 @@ RECOVERY_LIMIT_S = 60
 MAX_CRASHES = 5
 RESTART_AFTER_S = 10  # a lost pod's replacement starts about this much later on KubeRay
 BATCH_PHOTOS = ("lfw_Rob_Lowe_0001.jpg", "lfw_Nathalie_Baye_0002.jpg", "insightface_t1.jpg", "3ddfa_JianzhuGuo.jpg")
-BATCH_COPIES = 10  # 40 inputs: the job runs long enough on 2 cores for a kill to land mid-run
+BATCH_COPIES = 20  # 80 inputs: the job runs long enough on 2 cores for a kill to land mid-run
 BATCH_ACTOR_CPUS = 2  # a batch actor's CPUs on a cluster node (scaled like everything else)
 
 
@@ -87,6 +87,12 @@ class Dashboard:
     def applications(self) -> dict | None:
         got = self.get("/api/serve/applications/")
         return None if got is None else got.get("applications", {})
+
+    def actors(self) -> list[dict]:
+        """Every live actor: {"class_name", "node_id", ...}."""
+        alive = "filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
+        got = self.get(f"/api/v0/actors?limit=10000&detail=true&{alive}")
+        return (got or {}).get("data", {}).get("result", {}).get("result", [])
 
     def job(self, job_id: str) -> dict | None:
         return self.get(f"/api/jobs/{job_id}")
@@ -144,12 +150,20 @@ class Rehearsal:
         base = cluster_nodes.free_port_block(5 * cluster_nodes.PORT_STRIDE)
         extra = base + 4 * cluster_nodes.PORT_STRIDE
         self.redis_port, self.client_port, self.head_http_port = extra, extra + 1, extra + 2
-        self.nodes = {
-            n.name: n
-            for n in cluster_nodes.plan(
-                self.service, base, f"127.0.0.1:{self.redis_port}", self.client_port, {"cpu": 2, "gpu": 1}
-            )
-        }
+        # The people gallery's store on a folder every node mounts (its PostgreSQL, the
+        # secret FACEGRAPH_DATABASE_URL names on KubeRay, is not played here).
+        data = work / "data"
+        data.mkdir()
+        data.chmod(0o777)
+        nodes = cluster_nodes.plan(
+            self.service,
+            base,
+            f"127.0.0.1:{self.redis_port}",
+            self.client_port,
+            {"cpu": 2, "gpu": 1},
+            env={"FACEGRAPH_DATA_DIR": str(data)},
+        )
+        self.nodes = {n.name: n for n in nodes}
         self.head = self.nodes["head"]
         self.dashboard = Dashboard(self.head.dashboard_port)
         self.config = cluster_nodes.scaled_serve_config(self.service, self.head_http_port)
@@ -358,7 +372,8 @@ class Rehearsal:
 
     def batch_job(self) -> None:
         """The face-extract job over a folder every node mounts; the CPU worker holding
-        the most replicas killed once rows come in."""
+        the most replicas killed as soon as rows come in and one of the job's actors runs
+        there."""
         src, out = self.work / "batch" / "in", self.work / "batch" / "out"
         photos = resolve("test-images-photos")
         inputs = []
@@ -369,10 +384,18 @@ class Rehearsal:
                 (src / f"set{k}" / name).chmod(0o644)  # the image's user reads them
                 inputs.append(f"set{k}/{name}")
         out.mkdir(parents=True)
-        for path in (self.work / "batch", src, out, *src.iterdir()):
-            path.chmod(0o777)  # the image's user reads the inputs and writes the outputs
+        for path in (self.work / "batch", out):
+            path.chmod(0o777)  # the image's user writes the outputs
+        # The victim is chosen first: the dashboard's answers take seconds on the loaded
+        # machine, and the kill must land while the job runs.
+        reps = self.replicas() or []
+        counts = {n: sum(1 for r in reps if r.node == n and r.state == "RUNNING") for n in ("cpu-1", "cpu-2")}
+        victim = max(counts, key=counts.get)
+        other = "cpu-2" if victim == "cpu-1" else "cpu-1"
+        before = running_by_deployment(reps)
         cpus = BATCH_ACTOR_CPUS * SCALE
-        job = ["face-extract", "--input", str(src), "--output", str(out), "--workers", "2"]
+        # Three actors: Ray Data spreads them over the worker nodes, so the kill takes one.
+        job = ["face-extract", "--input", str(src), "--output", str(out), "--workers", "3"]
         job += ["--cpus-per-worker", str(cpus), "--batch-size", "2", "--serve-config", str(self.config_path)]
         ray = str(Path(sys.executable).with_name("ray"))
         submit = [ray, "job", "submit", "--address", self.dashboard.url, "--no-wait", "--"]
@@ -384,13 +407,22 @@ class Rehearsal:
         log(f"batch job {job_id}: {len(inputs)} inputs")
         results = out / "results.jsonl"
         rows = lambda: len(results.read_text().splitlines()) if results.exists() else 0  # noqa: E731
-        wait_for(lambda: rows() >= 4, 600, "the job's first rows", poll_s=0.2)
-        reps = self.replicas() or []
-        counts = {n: sum(1 for r in reps if r.node == n and r.state == "RUNNING") for n in ("cpu-1", "cpu-2")}
-        victim = max(counts, key=counts.get)
-        other = "cpu-2" if victim == "cpu-1" else "cpu-1"
-        before = running_by_deployment(reps)
-        log(f"{rows()} rows in: killing {victim} ({counts[victim]} replicas)")
+        job_actors: dict[str, int] = {}
+
+        def under_way() -> bool:
+            """Rows coming in, not all of them, and one of the job's actors (Ray Data's
+            MapWorker) on the victim."""
+            if rows() >= len(inputs):
+                raise RuntimeError(f"the job ended before one of its actors ran on {victim}: not rehearsed")
+            names = self.node_names()
+            where = [
+                names.get(a.get("node_id")) for a in self.dashboard.actors() if a["class_name"].startswith("MapWorker")
+            ]
+            job_actors.update({n: where.count(n) for n in self.nodes})
+            return rows() >= 1 and job_actors[victim] > 0
+
+        wait_for(under_way, 600, f"the job under way with an actor on {victim}", poll_s=0.2)
+        log(f"{rows()} rows in: killing {victim} ({counts[victim]} replicas, {job_actors[victim]} of the job's actors)")
         t0 = time.monotonic()
         self.runner.kill(victim)
         time.sleep(RESTART_AFTER_S)

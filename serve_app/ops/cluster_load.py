@@ -80,9 +80,10 @@ class Load:
                     time.sleep(0.2)  # a client backs off a little after an error
 
     def since(self, t0: float, t1: float | None = None) -> list[Outcome]:
-        """Outcomes of requests sent in [t0, t1)."""
+        """Outcomes of requests in flight at t0 or sent in [t0, t1): a failure's window
+        holds the requests the kill caught mid-way."""
         with self._lock:
-            return [o for o in self.outcomes if o.start >= t0 and (t1 is None or o.start < t1)]
+            return [o for o in self.outcomes if o.end >= t0 and (t1 is None or o.start < t1)]
 
     def stop(self) -> list[Outcome]:
         self._stop.set()

@@ -112,14 +112,24 @@ def container_env(container: dict) -> dict[str, str]:
     return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
 
 
-def plan(service: dict, port_base: int, redis_address: str, http_port: int, workers: dict[str, int]) -> list[Node]:
+def plan(
+    service: dict,
+    port_base: int,
+    redis_address: str,
+    http_port: int,
+    workers: dict[str, int],
+    env: dict[str, str] | None = None,
+) -> list[Node]:
     """The nodes of a RayService: its head and `workers` pods per group ({"cpu": 2,
     "gpu": 1}), each container's limits scaled by SCALE as its resources, the group's
-    labels, env and rayStartParams; KubeRay's GCS fault tolerance on the head."""
+    labels, env and rayStartParams; KubeRay's GCS fault tolerance on the head; `env` on
+    every node."""
     cluster = service["spec"]["rayClusterConfig"]
     ft = cluster.get("gcsFaultToleranceOptions")
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     nodes = []
+
+    common = env or {}
 
     def node(name: str, group: str, spec: dict, env: dict[str, str]) -> Node:
         (container,) = spec["template"]["spec"]["containers"]
@@ -141,7 +151,7 @@ def plan(service: dict, port_base: int, redis_address: str, http_port: int, work
             port_base=port_base + len(nodes) * PORT_STRIDE,
             start_params=params,
             # As KubeRay sets it: Ray's own node-group label comes from it.
-            env={**container_env(container), "RAY_NODE_TYPE_NAME": group, **env},
+            env={**container_env(container), "RAY_NODE_TYPE_NAME": group, **common, **env},
         )
 
     head_env = {}
