@@ -106,6 +106,7 @@ PASS_THROUGH = {
         "serve_app.ops.image",
         "build, smoke-test or make the base of the container image (facegraph image --help)",
     ),
+    "cluster": ("serve_app.ops.cluster", "rehearse the KubeRay cluster as containers (facegraph cluster rehearse)"),
 }
 
 
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         logging.basicConfig(level=logging.WARNING)  # as `python -m <module>`
-        return importlib.import_module(PASS_THROUGH[argv[0]][0]).main(argv[1:])
+        rest = argv[2:] if argv[0] == "cluster" and argv[1:2] == ["rehearse"] else argv[1:]
+        return importlib.import_module(PASS_THROUGH[argv[0]][0]).main(rest)
     if len(argv) > 1 and argv[0] == "bench" and not argv[1].startswith("-"):
         # Everything after the benchmark's name is its own (its --help included).
         return bench(argparse.Namespace(list=False, name=argv[1]), argv[2:])
